@@ -1,0 +1,122 @@
+"""Input checks shared by the public functions.
+
+Every check raises :class:`InputError` (a ``ValueError``) whose message says what was
+expected and what was received, so users never see a bare traceback from deep inside
+numpy or Keras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["InputError", "check_label_image", "check_spectra", "check_positions"]
+
+
+class InputError(ValueError):
+    """Bad input at the public edge of the library (shape, dtype, values, files)."""
+
+
+def _describe(a) -> str:
+    a = np.asarray(a)
+    return f"array of shape {a.shape} and dtype {a.dtype}"
+
+
+def check_label_image(labels, n_phases: int | None = None, *, name: str = "labels",
+                      allow_zero: bool = True, min_size: int = 1) -> np.ndarray:
+    """Validate a 2-D phase-label image and return it as ``int16``.
+
+    Parameters
+    ----------
+    labels : array_like, shape (H, W), integer (or float with integral values)
+        Phase labels: 0 = ill-spectrum / unknown, 1..L = phases.
+    n_phases : int, optional
+        L.  When given, values must lie in 0..L.
+    allow_zero : bool
+        Whether label 0 may occur.
+    min_size : int
+        Minimum height and width.
+
+    Raises
+    ------
+    InputError
+        Not 2-D, too small, non-integral values, NaN, or values outside 0..L.
+    """
+    a = np.asarray(labels)
+    if a.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D label image (H, W), got {_describe(a)}")
+    if a.shape[0] < min_size or a.shape[1] < min_size:
+        raise InputError(f"{name}: expected at least {min_size}x{min_size} pixels, got {a.shape}")
+    if a.dtype == bool:
+        a = a.astype(np.int16)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise InputError(f"{name}: expected integer labels, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{name}: labels contain NaN or inf")
+        if not np.all(a == np.round(a)):
+            raise InputError(f"{name}: expected integer labels, got non-integral float values")
+    lo = 0 if allow_zero else 1
+    amin, amax = int(a.min()), int(a.max())
+    if amin < lo or (n_phases is not None and amax > n_phases):
+        hi = "L" if n_phases is None else str(n_phases)
+        raise InputError(
+            f"{name}: expected labels in {lo}..{hi} (0 = ill-spectrum, 1..L = phases), "
+            f"got values in {amin}..{amax}")
+    if amax > 255:
+        raise InputError(f"{name}: at most 255 phases are supported, got label {amax}")
+    return a.astype(np.int16, copy=False)
+
+
+def check_spectra(spectra, n_channels: int | None = None, *, name: str = "spectra") -> np.ndarray:
+    """Validate measured spectra (counts) and return them as a 2-D ``float32`` array.
+
+    Parameters
+    ----------
+    spectra : array_like, shape (n, p) or (p,)
+        Counts per channel; finite and non-negative.
+    n_channels : int, optional
+        Expected p.
+
+    Raises
+    ------
+    InputError
+        Wrong rank, wrong number of channels, NaN/inf or negative counts.
+    """
+    a = np.asarray(spectra)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise InputError(f"{name}: expected spectra of shape (n, p), got {_describe(a)}")
+    if not (np.issubdtype(a.dtype, np.number)) or np.iscomplexobj(a):
+        raise InputError(f"{name}: expected real counts, got dtype {a.dtype}")
+    if n_channels is not None and a.shape[1] != n_channels:
+        raise InputError(
+            f"{name}: expected {n_channels} channels per spectrum, got {a.shape[1]} "
+            "(resample the spectra onto the classifier's energy axis first)")
+    if a.size and not np.all(np.isfinite(a)):
+        raise InputError(f"{name}: counts contain NaN or inf")
+    if a.size and a.min() < 0:
+        raise InputError(f"{name}: counts must be non-negative, got minimum {a.min()}")
+    return a.astype(np.float32, copy=False)
+
+
+def check_positions(positions, shape: tuple[int, int], *, name: str = "positions") -> np.ndarray:
+    """Validate pixel positions and return them as an ``(n, 2)`` ``int64`` array of (row, col).
+
+    Raises
+    ------
+    InputError
+        Not (n, 2), not integral, or outside the grid.
+    """
+    p = np.asarray(positions)
+    if p.ndim == 1 and p.size == 2:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise InputError(f"{name}: expected (n, 2) (row, col) pixel positions, got {_describe(p)}")
+    if p.size and not np.issubdtype(p.dtype, np.integer):
+        if not np.all(np.isfinite(p)) or not np.all(p == np.round(p)):
+            raise InputError(f"{name}: expected integer pixel positions")
+    p = p.astype(np.int64)
+    if p.size and (p.min() < 0 or np.any(p[:, 0] >= shape[0]) or np.any(p[:, 1] >= shape[1])):
+        raise InputError(f"{name}: positions outside the {shape[0]}x{shape[1]} grid")
+    return p

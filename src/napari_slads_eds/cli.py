@@ -1,0 +1,206 @@
+"""Command line: ``slads-eds demo`` and ``slads-eds run``.
+
+The CLI imports neither Qt nor TensorFlow; training and sampling run in the engine process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class _Progress:
+    """tqdm bars per stage from engine messages."""
+
+    LABELS = {"classifier": "train classifier (epochs)", "erd-database": "ERD training database",
+              "c-search": "choose c (simulated runs)", "sampling": "SLADS sampling (measured)",
+              "baseline": "static baselines"}
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+        self.key = None
+
+    def _bar(self, key, total, desc=None):
+        from tqdm import tqdm
+
+        if self.key != key or self.bar is None:
+            self.close()
+            self.key = key
+            self.bar = tqdm(total=total, desc=desc or self.LABELS.get(key, key), unit="",
+                            leave=True, dynamic_ncols=True, file=sys.stderr, disable=self.quiet)
+        elif total and self.bar.total != total:
+            self.bar.total = total
+        return self.bar
+
+    def __call__(self, msg: dict) -> None:
+        t = msg.get("type")
+        if t == "progress":
+            stage = msg.get("stage", "")
+            if stage == "classifier":
+                key = (stage, msg.get("model", ""))
+                bar = self._bar(key, msg.get("total") or None,
+                                f"train {msg.get('model', 'classifier')} (epochs)")
+            else:
+                bar = self._bar(stage, msg.get("total") or None)
+            bar.n = msg.get("done", 0)
+            post = {k: msg[k] for k in ("loss", "c", "area") if k in msg}
+            if post:
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in post.items()})
+            bar.refresh()
+        elif t == "frame":
+            bar = self._bar("sampling", msg.get("target") or None)
+            bar.n = msg["n_measured"]
+            td = msg.get("td")
+            bar.set_postfix(fraction=f"{100 * msg['fraction']:.1f}%",
+                            TD=("n/a" if td is None else f"{td:.4f}"), rate=f"{msg.get('rate', 0):.0f}/s")
+            bar.refresh()
+        elif t == "log" and not self.quiet:
+            print(msg.get("text", ""), file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.key = None
+
+
+def _table(result: dict) -> str:
+    g = result["grid"]
+    rows = [
+        ("grid", f"{g[0]} x {g[1]}"),
+        ("phases", str(result["phases"])),
+        ("sampled", f"{100 * result['sampling_fraction']:.2f} % ({result['n_measured']} spectra)"),
+        ("TD SLADS", f"{result['td']:.5f}"),
+        ("TD random (same budget)", f"{result.get('td_random', float('nan')):.5f}"),
+        ("TD Halton (same budget)", f"{result.get('td_halton', float('nan')):.5f}"),
+        ("misclassification (validation)", f"{result['misclassification']:.5f}"),
+        ("misclassification (this run)", f"{result.get('misclassification_run', float('nan')):.5f}"),
+        ("c", f"{result['c']:g}"),
+        ("stopped because", result.get("stop_reason", "")),
+        ("seconds", f"{result['seconds']:.1f}"),
+    ]
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
+    from .pipeline import RunSettings
+
+    d = RunSettings()
+    p.add_argument("--size", type=int, default=d.size, help="N of the N x N grid (default %(default)s)")
+    p.add_argument("--downsample", type=int, default=d.downsample,
+                   help="micrograph pixels per grid pixel, majority vote (default %(default)s)")
+    p.add_argument("--fraction", type=float, default=d.fraction,
+                   help="target sampling fraction, 0-1 (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch, help="positions per step (default 1, pointwise)")
+    p.add_argument("--batch-mode", choices=("top", "pseudo"), default=d.batch_mode,
+                   help="top-b of one ERD map, or pseudo-measurements (default %(default)s)")
+    p.add_argument("--initial", choices=("halton", "random"), default=d.initial_pattern,
+                   help="initial 1%% pattern (default %(default)s)")
+    p.add_argument("--ill-fraction", type=float, default=d.ill_fraction,
+                   help="fraction of ill-spectrum pixels in the simulated specimen (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if not demo:
+        p.add_argument("--crop-bottom", type=int, default=0, help="rows of instrument data bar to remove")
+        p.add_argument("--denoise", type=int, default=d.denoise, help="median filter size before segmentation")
+
+
+def _settings(args):
+    from .pipeline import RunSettings
+
+    return RunSettings(size=args.size, downsample=args.downsample, fraction=args.fraction, seed=args.seed,
+                       batch=args.batch, batch_mode=args.batch_mode, initial_pattern=args.initial,
+                       ill_fraction=args.ill_fraction, epochs=args.epochs,
+                       crop_bottom=getattr(args, "crop_bottom", 0),
+                       denoise=getattr(args, "denoise", RunSettings().denoise))
+
+
+def _do_run(image, phases, args, train=None, spectra=None) -> int:
+    from .pipeline import prepare_experiment, run_experiment
+
+    t0 = time.perf_counter()
+    exp = prepare_experiment(image, phases, _settings(args), train=train, spectra=spectra)
+    out = Path(args.out)
+    n = exp.settings.size
+    print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
+          f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
+    prog = _Progress(args.quiet)
+    target = int(round(exp.settings.fraction * n * n))
+
+    def on_message(m):
+        if m.get("type") == "frame":
+            m["target"] = target
+        prog(m)
+
+    try:
+        result = run_experiment(exp, out, on_message=on_message)
+    finally:
+        prog.close()
+    print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")
+    print(_table(result))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``slads-eds`` command."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from . import __version__
+    from ._validation import InputError
+    from .engine import EngineError, JobCancelled
+
+    ap = argparse.ArgumentParser(
+        prog="slads-eds",
+        description="Dynamic sparse sampling (SLADS) of simulated EDS phase maps built from SEM micrographs.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    pd = sub.add_parser("demo", help="run the whole chain on the bundled 2-phase sample (no arguments needed)")
+    pd.add_argument("--out", default="slads-demo", help="output folder (default %(default)s)")
+    pd.add_argument("--sample", choices=("gold", "glass"), default="gold",
+                    help="bundled micrograph: 'gold' (2 phases) or 'glass' (3 phases)")
+    _add_run_options(pd, demo=True)
+
+    pr = sub.add_parser("run", help="run the whole chain on a micrograph")
+    pr.add_argument("--image", required=True, help="SEM micrograph (PNG/TIFF)")
+    pr.add_argument("--phases", type=int, required=True, help="number of phases L")
+    pr.add_argument("--train", nargs="+", default=None,
+                    help="training micrographs (default: regions of --image that do not overlap the test region)")
+    pr.add_argument("--spectra", nargs="+", default=None,
+                    help="one standard spectrum (.msa) per phase, darkest phase first (default: bundled NIST standards)")
+    pr.add_argument("--out", required=True, help="output folder")
+    _add_run_options(pr, demo=False)
+
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .spectra import sample_data_dir
+
+            img, L = {"gold": ("sem_nanoporous_gold_inlens.png", 2),
+                      "glass": ("sem_glass_sand_bubbles_bse.png", 3)}[args.sample]
+            return _do_run(sample_data_dir() / img, L, args)
+        if args.command == "run":
+            return _do_run(args.image, args.phases, args, train=args.train, spectra=args.spectra)
+    except InputError as exc:
+        print(f"slads-eds: error: {exc}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"slads-eds: engine error: {exc}", file=sys.stderr)
+        if exc.kind not in ("input",) and exc.remote_traceback:
+            print(exc.remote_traceback, file=sys.stderr)
+        return 1
+    except (JobCancelled, KeyboardInterrupt):
+        print("slads-eds: cancelled", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

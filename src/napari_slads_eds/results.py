@@ -1,0 +1,158 @@
+"""Writing and reading run results: result.json, images, the TD-curve plot, run.npz.
+
+Files written to the output folder ``DIR``:
+
+=====================  ================================================================
+``result.json``        grid, phases, sampling_fraction, td, td_curve, td_random,
+                       td_halton, misclassification, c, seconds, and more
+``reconstruction.tif`` reconstructed phase map, uint8 labels 0..L
+``reconstruction.png`` the same, coloured for viewing
+``mask.png``           measurement mask (white = measured)
+``td_curve.png``       TD versus sampling fraction, SLADS and the static scans
+``run.npz``            positions, labels, reconstruction, mask, ERD, ground truth,
+                       TD curve and the result as JSON (no pickle)
+=====================  ================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError
+
+__all__ = ["write_run", "load_run", "plot_td_curve", "label_colours"]
+
+_ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels")
+#: td_curve holds every step; result.json keeps at most this many points of it.
+MAX_JSON_CURVE = 5000
+
+
+def label_colours(n_labels: int) -> np.ndarray:
+    """RGB colours (n_labels + 1, 3) uint8 for labels 0..L (0 = black)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    cols = [(0, 0, 0)] + [tuple(int(255 * c) for c in cmap(i % 10)[:3]) for i in range(n_labels)]
+    return np.array(cols, dtype=np.uint8)
+
+
+def _thin(curve, n_max: int):
+    curve = list(curve)
+    if len(curve) <= n_max:
+        return curve
+    idx = np.unique(np.linspace(0, len(curve) - 1, n_max).round().astype(int))
+    return [curve[i] for i in idx]
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def plot_td_curve(result: dict, path) -> None:
+    """TD versus sampling fraction of SLADS and of the static scans, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    c = np.asarray(result["td_curve"], dtype=float)
+    if c.size:
+        ax.plot(100 * c[:, 0], c[:, 1], label="SLADS", lw=2)
+    for name, style in (("random", "--"), ("halton", ":")):
+        bc = result.get(f"td_curve_{name}")
+        if bc:
+            b = np.asarray(bc, dtype=float)
+            ax.plot(100 * b[:, 0], b[:, 1], style, marker="o", ms=3,
+                    label=f"static {'Halton' if name == 'halton' else 'random'}")
+    ax.set_xlabel("sampling fraction (%)")
+    ax.set_ylabel("TD (fraction of wrong pixels)")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    g = result.get("grid", ["?", "?"])
+    ax.set_title(f"{g[0]}×{g[1]}, {result.get('phases', '?')} phases: "
+                 f"TD {result.get('td', float('nan')):.4f} at {100 * result.get('sampling_fraction', 0):.1f} %")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_run(result: dict, out_dir) -> dict:
+    """Write a run's files into ``out_dir`` (see the module docstring).
+
+    Returns
+    -------
+    dict : name -> path of each file written.
+    """
+    import imageio.v3 as iio
+    import tifffile
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in result.items() if k not in _ARRAYS}
+    summary["td_curve"] = _thin(summary.get("td_curve", []), MAX_JSON_CURVE)
+    summary = _jsonable(summary)
+    files = {"result.json": out / "result.json"}
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(files["result.json"])
+    rec = np.asarray(result["reconstruction"])
+    mask = np.asarray(result["mask"], dtype=bool)
+    L = int(result.get("phases", rec.max()))
+    tifffile.imwrite(out / "reconstruction.tif", rec.astype(np.uint8))
+    iio.imwrite(out / "reconstruction.png", label_colours(L)[np.clip(rec, 0, L)])
+    iio.imwrite(out / "mask.png", (mask * 255).astype(np.uint8))
+    files.update({"reconstruction.tif": out / "reconstruction.tif",
+                  "reconstruction.png": out / "reconstruction.png", "mask.png": out / "mask.png"})
+    plot_td_curve(result, out / "td_curve.png")
+    files["td_curve.png"] = out / "td_curve.png"
+    arrays = {k: np.asarray(result[k]) for k in _ARRAYS if k in result and result[k] is not None}
+    arrays["td_curve"] = np.asarray(result.get("td_curve", []), dtype=np.float64).reshape(-1, 2)
+    np.savez_compressed(out / "run.npz", result_json=np.array(json.dumps(summary)), **arrays)
+    files["run.npz"] = out / "run.npz"
+    return files
+
+
+def load_run(path) -> dict:
+    """Read a run written by :func:`write_run` (a ``run.npz`` or its folder).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or truncated file, or not a run file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "run.npz"
+    if not p.is_file():
+        raise InputError(f"run file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable run file (corrupt or truncated?): {exc}") from exc
+    if "result_json" not in d:
+        raise InputError(f"{p}: not a napari-slads-eds run file (no result_json entry)")
+    try:
+        out = json.loads(str(d.pop("result_json")))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: corrupt result entry: {exc}") from exc
+    out.update(d)
+    return out

@@ -1,0 +1,121 @@
+"""Specimens: anything that answers ``measure(positions) -> spectra``.
+
+:class:`SimulatedSpecimen` is the paper's simulated object (section 3.1): a phase map,
+a random subset of pixels turned into ill-spectra (label 0), and for every pixel a
+spectrum made on demand -- label 0: independent Poisson(λ = 20) counts per channel;
+label l: one of the M reference spectra of phase l picked at random plus Poisson(λ = 2)
+noise.  The N×N×p cube is never held in memory: each pixel's spectrum comes from a random
+generator seeded by (seed, pixel index), so it is the same whenever and in whatever order
+the pixel is measured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import InputError, check_label_image, check_positions
+from .spectra import EnergyAxis, ReferenceSpectra
+
+__all__ = ["SimulatedSpecimen"]
+
+
+class SimulatedSpecimen:
+    """Simulated EDS specimen built from a phase map and reference spectra.
+
+    Parameters
+    ----------
+    phase_map : ndarray, shape (H, W), integer labels 1..L
+        The true phases (e.g. a segmented micrograph).
+    references : ReferenceSpectra
+        M reference spectra (counts) for each of the L phases, shape (L, M, p).
+    ill_fraction : float in [0, 1)
+        Fraction of pixels that give an ill-spectrum (label 0).
+    noise_lambda : float
+        λ of the Poisson noise added to every phase spectrum (2 in the paper).
+    ill_lambda : float
+        λ of the per-channel Poisson counts of an ill-spectrum (20 in the paper).
+    seed : int
+        Seeds the ill-spectrum pixels and every pixel's spectrum.
+
+    Attributes
+    ----------
+    phase_map : ndarray (H, W) int16, labels 1..L
+    labels : ndarray (H, W) int16, labels 0..L (0 at ill-spectrum pixels)
+    axis : EnergyAxis
+    shape : (H, W)
+
+    Raises
+    ------
+    InputError
+        Labels outside 1..L for L reference phases, a phase without reference spectra,
+        bad noise parameters.
+    """
+
+    def __init__(self, phase_map, references: ReferenceSpectra, *, ill_fraction: float = 0.01,
+                 noise_lambda: float = 2.0, ill_lambda: float = 20.0, seed: int = 0):
+        if not isinstance(references, ReferenceSpectra):
+            raise InputError("references: expected a ReferenceSpectra (L, M, p) object")
+        L = references.n_phases
+        pm = check_label_image(phase_map, L, name="phase map", allow_zero=False)
+        if not 0 <= ill_fraction < 1:
+            raise InputError(f"ill_fraction must be in [0, 1), got {ill_fraction}")
+        if noise_lambda < 0 or ill_lambda < 0:
+            raise InputError("noise_lambda and ill_lambda must be >= 0")
+        self.phase_map = pm
+        self.references = references
+        self.axis: EnergyAxis = references.axis
+        self.noise_lambda = float(noise_lambda)
+        self.ill_lambda = float(ill_lambda)
+        self.ill_fraction = float(ill_fraction)
+        self.seed = int(seed)
+        rng = np.random.default_rng([self.seed, 0x111])
+        ill = rng.random(pm.shape) < ill_fraction
+        self.labels = np.where(ill, 0, pm).astype(np.int16)
+        self._refs32 = references.spectra.astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.phase_map.shape
+
+    @property
+    def n_phases(self) -> int:
+        return self.references.n_phases
+
+    @property
+    def n_channels(self) -> int:
+        return self.axis.size
+
+    def measure(self, positions) -> np.ndarray:
+        """Spectra at ``positions``.
+
+        Parameters
+        ----------
+        positions : array_like, shape (n, 2), int (row, col)
+
+        Returns
+        -------
+        ndarray, shape (n, p), float32
+            Counts per channel; the same pixel always gives the same spectrum.
+
+        Raises
+        ------
+        InputError
+            Positions outside the grid or not (n, 2).
+        """
+        pos = check_positions(positions, self.shape)
+        W = self.shape[1]
+        flat = pos[:, 0] * W + pos[:, 1]
+        lab = self.labels.reshape(-1)[flat]
+        p = self.axis.size
+        M = self.references.n_per_phase
+        out = np.empty((flat.size, p), dtype=np.float32)
+        for i, (f, l) in enumerate(zip(flat.tolist(), lab.tolist())):
+            g = np.random.Generator(np.random.PCG64([self.seed, f]))
+            if l == 0:
+                out[i] = g.poisson(self.ill_lambda, p)
+            else:
+                m = g.integers(M)
+                out[i] = self._refs32[l - 1, m]
+                if self.noise_lambda > 0:
+                    out[i] += g.poisson(self.noise_lambda, p)
+        return out

@@ -1,0 +1,36 @@
+"""Shared fixtures.  Never import tensorflow here: GUI tests in the same session create
+napari viewers, and TensorFlow in the same process crashes Mesa's OpenGL."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_dir():
+    from napari_slads_eds.spectra import sample_data_dir
+
+    return sample_data_dir()
+
+
+@pytest.fixture
+def blobs():
+    """A 48x48 two-phase label image (labels 1, 2)."""
+    from skimage.data import binary_blobs
+
+    return binary_blobs(48, blob_size_fraction=0.25, volume_fraction=0.4, rng=5).astype(np.int16) + 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # The whole test session must stay free of TensorFlow (it lives in the engine process).
+    if "tensorflow" in sys.modules and exitstatus == 0:
+        session.exitstatus = 1
+        print("\nERROR: tensorflow was imported into the pytest process", file=sys.stderr)

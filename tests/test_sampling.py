@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from napari_slads_eds import InputError, Sampler, initial_positions, reconstruct, total_distortion
+from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.sampling import halton_order, random_order
+
+
+@pytest.fixture(scope="module")
+def erd_model():
+    from skimage.data import binary_blobs
+
+    imgs = [binary_blobs(40, blob_size_fraction=0.25, rng=s).astype(np.int16) + 1 for s in (11, 12)]
+    db = build_training_database(imgs, 2, c_values=(4.0,), seed=0)
+    return LinearERD.fit(db.features, db.rd[:, 0], 4.0)
+
+
+def _run(truth, model, *, full, batch=1, mode="top", ill_every=0, stop=0.3, seed=0):
+    H, W = truth.shape
+    s = Sampler((H, W), 2, model, truth=truth, full_recompute=full)
+    init = initial_positions((H, W), 0.01, "halton", seed)
+    s.update(init, truth[init[:, 0], init[:, 1]])
+    picks = []
+    step = 0
+    while s.fraction < stop:
+        p = s.select(batch, mode)
+        lab = truth[p[:, 0], p[:, 1]].copy()
+        if ill_every:
+            lab[(np.arange(len(lab)) + step) % ill_every == 0] = 0   # some ill-spectra
+        step += len(lab)
+        s.update(p, lab)
+        picks.append(p)
+    return s, np.concatenate(picks)
+
+
+@pytest.mark.parametrize("batch,mode,ill", [(1, "top", 0), (1, "top", 7), (5, "top", 0), (4, "pseudo", 5)])
+def test_local_updates_select_exactly_as_full_recompute(blobs, erd_model, batch, mode, ill):
+    s_local, p_local = _run(blobs, erd_model, full=False, batch=batch, mode=mode, ill_every=ill)
+    s_full, p_full = _run(blobs, erd_model, full=True, batch=batch, mode=mode, ill_every=ill)
+    assert len(p_local) > 500
+    assert np.array_equal(p_local, p_full)
+    assert np.array_equal(s_local.reconstruction, s_full.reconstruction)
+    assert np.array_equal(s_local.erd_map, s_full.erd_map, equal_nan=True)
+    assert s_local.td == s_full.td
+
+
+def test_state_matches_independent_reconstruction_and_td(blobs, erd_model):
+    s, _ = _run(blobs, erd_model, full=False, ill_every=9)
+    pos = s.positions
+    lab = s.measured_labels[pos[:, 0], pos[:, 1]]
+    rec = reconstruct(blobs.shape, pos, lab, 2)
+    assert np.array_equal(rec, s.reconstruction)
+    assert s.td == pytest.approx(total_distortion(blobs, rec))
+    assert np.array_equal(s.mask, s.measured_labels >= 0)
+
+
+def test_slads_beats_random_on_blobs(blobs, erd_model):
+    s, _ = _run(blobs, erd_model, full=False, stop=0.2)
+    n = s.n_measured
+    order = random_order(blobs.shape, 3)[:n]
+    td_random = total_distortion(blobs, reconstruct(blobs.shape, order, blobs[order[:, 0], order[:, 1]], 2))
+    assert s.td < 0.75 * td_random
+
+
+def test_pseudo_selection_leaves_state_unchanged(blobs, erd_model):
+    s, _ = _run(blobs, erd_model, full=False, stop=0.05)
+    before = (s.mask, s.reconstruction, s.erd_map, s.td, s.n_measured)
+    p = s.select(8, "pseudo")
+    assert len(np.unique(p[:, 0] * 100 + p[:, 1])) == 8
+    after = (s.mask, s.reconstruction, s.erd_map, s.td, s.n_measured)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert np.array_equal(before[2], after[2], equal_nan=True)
+    assert before[3:] == after[3:]
+
+
+def test_runs_to_100_percent_without_failing(erd_model):
+    truth = np.ones((8, 8), dtype=np.int16)
+    truth[:, 4:] = 2
+    s = Sampler((8, 8), 2, erd_model, truth=truth)
+    while True:
+        p = s.select(7)
+        if len(p) == 0:
+            break
+        s.update(p, truth[p[:, 0], p[:, 1]])
+    assert s.fraction == 1.0 and s.td == 0.0
+    assert np.all(np.isnan(s.erd_map))
+    assert s.select(3).shape == (0, 2)
+
+
+def test_select_without_model_and_bad_updates():
+    s = Sampler((4, 4), 2, None)
+    with pytest.raises(InputError, match="ERD model"):
+        s.select()
+    s.update([[0, 0]], [1])
+    with pytest.raises(InputError, match="unmeasured"):
+        s.update([[0, 0]], [2])
+    with pytest.raises(InputError, match="0..2"):
+        s.update([[1, 1]], [5])
+    with pytest.raises(InputError, match="truth"):
+        Sampler((4, 4), 2, None, truth=np.ones((3, 3), dtype=int))
+
+
+def test_initial_patterns():
+    h = halton_order((50, 50), 25, seed=1)
+    assert h.shape == (25, 2) and len(np.unique(h[:, 0] * 50 + h[:, 1])) == 25
+    r = initial_positions((50, 50), 0.01, "random", seed=1)
+    assert r.shape == (25, 2)
+    assert np.array_equal(initial_positions((50, 50), 0.01, "halton", 4), initial_positions((50, 50), 0.01, "halton", 4))
+    full = halton_order((6, 6), 36, seed=0)
+    assert len(np.unique(full[:, 0] * 6 + full[:, 1])) == 36
+    with pytest.raises(InputError):
+        initial_positions((10, 10), 0.0)
+    with pytest.raises(InputError):
+        initial_positions((10, 10), 0.1, "sobol-ish")
