@@ -32,8 +32,10 @@ class _Progress:
         if self.key != key or self.bar is None:
             self.close()
             self.key = key
-            self.bar = tqdm(total=total, desc=desc or self.LABELS.get(key, key), unit="",
-                            leave=True, dynamic_ncols=True, file=sys.stderr, disable=self.quiet)
+            self.bar = tqdm(total=total, desc=desc or self.LABELS.get(key, key), leave=True,
+                            dynamic_ncols=True, file=sys.stderr, disable=self.quiet,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}{postfix}]")
         elif total and self.bar.total != total:
             self.bar.total = total
         return self.bar

@@ -164,6 +164,23 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         last = time.perf_counter()
         ctx.emit("frame", **msg)
 
+    # static scans at the same budget, through the same classifier and reconstruction
+    baseline_curves, baseline_orders = {}, {}
+    fr = np.unique(np.clip(np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points),
+                           1 / P, 1))
+    for i, name in enumerate(baselines):
+        ctx.checkpoint()
+        ctx.progress("baseline", i, len(baselines), baseline=name)
+        if name == "random":
+            order = random_order((H, W), seed + 1)
+        elif name == "halton":
+            order = halton_order((H, W), target, seed + 1)
+        else:
+            raise InputError(f"unknown baseline {name!r} (random or halton)")
+        baseline_orders[name] = order
+        baseline_curves[name] = _static_baseline(specimen, clf, order, fr, L, k)
+        ctx.emit("baseline", name=name, curve=baseline_curves[name])
+        ctx.progress("baseline", i + 1, len(baselines), baseline=name)
     frame()
     stop_reason = "target fraction reached"
     while sampler.n_measured < target:
@@ -206,16 +223,14 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         "c": float(getattr(erd, "c", float("nan"))),
         "measurements_per_second": (sampler.n_measured - len(init)) / max(loop_s, 1e-9),
     }
-    budget = sampler.fraction
-    fr = np.unique(np.clip(np.linspace(min(initial_fraction, budget), budget, n_baseline_points), 1 / P, 1))
-    for name in baselines:
-        ctx.checkpoint()
-        ctx.progress("baseline", 0, 1, baseline=name)
-        n = int(round(budget * P))
-        order = random_order((H, W), seed + 1) if name == "random" else halton_order((H, W), max(n, 1), seed + 1)
-        bc = _static_baseline(specimen, clf, order, fr, L, k)
-        result[f"td_{name}"] = bc[-1][1]
-        result[f"td_curve_{name}"] = bc
+    for name, curve_b in baseline_curves.items():
+        td_b = curve_b[-1][1]
+        if abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
+            # stopped before the target: a static scan with the same number of spectra
+            order = baseline_orders[name]
+            td_b = _static_baseline(specimen, clf, order, [sampler.fraction], L, k)[-1][1]
+        result[f"td_{name}"] = td_b
+        result[f"td_curve_{name}"] = curve_b
     result["seconds"] = time.perf_counter() - t0
     return result
 

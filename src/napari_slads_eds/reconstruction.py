@@ -59,31 +59,34 @@ def knn_exact(points: np.ndarray, query: np.ndarray, k: int, tree: cKDTree | Non
     if m == 0 or n == 0 or k < 1:
         return idx, d2
     kk = min(k, m)
-    kq = min(m, k + 6)
     if tree is None:
         tree = cKDTree(points)
-    _, ind = tree.query(query, k=kq, workers=-1)
-    ind = np.asarray(ind, dtype=np.int64).reshape(n, kq)
-    diff = points[ind] - query[:, None, :]
-    dd = diff[..., 0] ** 2 + diff[..., 1] ** 2
-    order = np.lexsort((ind, dd), axis=-1)
-    ind = np.take_along_axis(ind, order, axis=1)
-    dd = np.take_along_axis(dd, order, axis=1)
-    idx[:, :kk] = ind[:, :kk]
-    d2[:, :kk] = dd[:, :kk]
-    if kq < m:
-        # rows whose k-th distance ties with the last returned one may miss tied points
-        # with a lower index: resolve those few rows exactly with a ball query.
-        (rows,) = np.nonzero(dd[:, kk - 1] == dd[:, kq - 1])
-        for r in rows:
-            cand = np.asarray(tree.query_ball_point(query[r], np.sqrt(dd[r, kk - 1]) * (1 + 1e-9) + 1e-9),
-                              dtype=np.int64)
-            diff = points[cand] - query[r]
-            cd = diff[:, 0] ** 2 + diff[:, 1] ** 2
-            o = np.lexsort((cand, cd))[:kk]
-            idx[r, :kk] = cand[o]
-            d2[r, :kk] = cd[o]
+    rows = np.arange(n)
+    kq = min(m, k + 6)
+    while rows.size:
+        ind = _query(tree, query[rows], kq)
+        diff = points[ind] - query[rows][:, None, :]
+        dd = diff[..., 0] ** 2 + diff[..., 1] ** 2
+        order = np.lexsort((ind, dd), axis=-1)
+        ind = np.take_along_axis(ind, order, axis=1)
+        dd = np.take_along_axis(dd, order, axis=1)
+        if kq < m:
+            # a row whose k-th distance ties with the last returned one may miss tied
+            # points of lower index: query those rows again with more neighbours
+            tie = dd[:, kk - 1] == dd[:, kq - 1]
+        else:
+            tie = np.zeros(rows.size, dtype=bool)
+        done = rows[~tie]
+        idx[done, :kk] = ind[~tie, :kk]
+        d2[done, :kk] = dd[~tie, :kk]
+        rows = rows[tie]
+        kq = min(m, 2 * kq)
     return idx, d2
+
+
+def _query(tree: cKDTree, q: np.ndarray, kq: int) -> np.ndarray:
+    _, ind = tree.query(q, k=kq, workers=-1)
+    return np.asarray(ind, dtype=np.int64).reshape(len(q), kq)
 
 
 def weighted_mode(nn_labels: np.ndarray, nn_d2: np.ndarray, n_labels: int) -> np.ndarray:

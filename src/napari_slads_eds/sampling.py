@@ -261,8 +261,10 @@ class Sampler:
             self._mark_measured(flat, lab)
             self._full_rebuild()
             return
-        bulk = flat.size > max(256, self.P // 50)
-        if bulk:
+        # Sequential local inserts cost about k * P / n_points pixels each; when the batch is
+        # large against the points already measured, one full rebuild is cheaper (and
+        # gives the same state).
+        if self._n_pts < 2 * self.k or flat.size > max(64, self._n_pts // 4):
             self._mark_measured(flat, lab)
             self._full_rebuild()
             return
