@@ -161,6 +161,7 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
         from .segmentation import to_grey
         return to_grey(x, name=name)
 
+    train_refs, test_refs = _references(L, spectra, s)   # fails fast on missing spectra
     img = load(image, "micrograph")
     labels = segment_phases(img, L, denoise_size=s.denoise)
     side = s.size * s.downsample
@@ -187,7 +188,6 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
     if present.size < L:
         missing = sorted(set(range(1, L + 1)) - set(present.tolist()))
         source["phases_missing_in_test_region"] = missing
-    train_refs, test_refs = _references(L, spectra, s)
     specimen = SimulatedSpecimen(test_map, test_refs, ill_fraction=s.ill_fraction,
                                  noise_lambda=s.noise_lambda, ill_lambda=s.ill_lambda, seed=s.seed)
     return Experiment(s, L, test_map, train_maps, specimen, train_refs, source)
@@ -235,7 +235,7 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
     result["misclassification"] = clf_report["misclassification"]
     result["classifier"] = {k: clf_report[k] for k in ("misclassification", "confusion", "threshold",
                                                       "n_train", "n_val", "seconds") if k in clf_report}
-    result["erd"] = {"c": erd_report["c"], "c_search": erd_report["c_search"], "rows": erd_report["rows"],
+    result["erd_model"] = {"c": erd_report["c"], "c_search": erd_report["c_search"], "rows": erd_report["rows"],
                      "seconds": erd_report["seconds"]}
     result["c"] = erd_report["c"]
     result["seconds"] = time.perf_counter() - t0

@@ -143,12 +143,23 @@ def multiotsu_thresholds(image: np.ndarray, n_phases: int) -> np.ndarray:
         what = "the image is constant" if levels == 1 else f"the image has only {levels} grey levels"
         raise InputError(f"cannot segment into {n_phases} phases: {what}; "
                          f"at least {n_phases} distinct grey levels are needed")
-    nbins = 256 if levels > 256 else max(levels, n_phases + 1)
+    nbins = _multiotsu_bins(n_phases, 256 if levels > 256 else max(levels, n_phases + 1))
     try:
         th = threshold_multiotsu(img, classes=n_phases, nbins=nbins)
     except ValueError as exc:
         raise InputError(f"multi-Otsu could not split the image into {n_phases} phases: {exc}") from exc
     return np.asarray(th, dtype=np.float64)
+
+
+def _multiotsu_bins(n_phases: int, nbins: int, budget: float = 5e6) -> int:
+    """Histogram bins for multi-Otsu: its exhaustive search visits C(nbins, L - 1)
+    threshold combinations, so with many phases the histogram is made coarser to keep
+    that number below ``budget`` (256 bins up to 4 phases, 45 bins for 7)."""
+    from math import comb
+
+    while nbins > n_phases + 1 and comb(nbins, n_phases - 1) > budget:
+        nbins -= 1
+    return nbins
 
 
 def segment_phases(image, n_phases: int, *, denoise_size: int = 5, label_smoothing: int = 3,
