@@ -1,0 +1,568 @@
+"""Real EDS data in: spectra and spectrum images through RosettaSciIO, energy axes by value.
+
+Reading
+-------
+:func:`read_eds` opens any file RosettaSciIO reads (EMSA/MSA, Bruker ``.bcf``/``.spx``,
+HyperSpy ``.hspy``/``.zspy``, Ripple ``.rpl``/``.raw``, EDAX ``.spd``/``.spc``, JEOL,
+EMD, ...) plus this project's plain ``.npz`` spectrum images (keys ``counts``,
+``energy_offset_keV``, ``energy_scale_keV``, see ``shared/data/PROVENANCE.md``) and
+returns a :class:`Spectrum` (one spectrum, ``(p,)``) or a :class:`SpectrumImage`
+(``(H, W, p)``).  The energy axis keeps its offset and scale converted to keV (HyperSpy
+convention: channel ``i`` is centred at ``offset + i * scale``); the beam energy (keV),
+live time (s), pixel size and co-registered images (BSE/SE of a Bruker hypermap) are kept.
+
+Missing calibration
+-------------------
+An energy axis without units and with the uncalibrated values ``offset 0, scale 1``
+(what RosettaSciIO reports for a Ripple file without ``ev-per-chan``/``depth-scale``) is
+*missing*: :func:`read_eds` raises :class:`InputError` unless ``default_calibration``
+(offset keV, scale keV/channel) is given, in which case that calibration is used and a
+``UserWarning`` says so.  An axis without units but with plainly non-unit values is read
+in eV when the scale exceeds 0.5 (EMSA's default unit), in keV otherwise, with a warning.
+
+Energy axes by value
+--------------------
+:func:`rebin_counts` resamples counts from one calibration onto another by energy,
+conserving counts: the cumulative counts are interpolated linearly at the target
+channel edges (each source channel's counts spread uniformly over its width,
+``[E_i - scale/2, E_i + scale/2]``) and differenced.  :func:`to_axis` uses the exact
+cut when the calibrations agree (:meth:`Spectrum.on_axis`) and rebinning otherwise;
+target channels the source does not cover are an :class:`InputError`, except the
+channels above the beam energy (no X-rays there, so 0 counts is the truth) and the
+channels below ``LOW_ENERGY_CUTOFF_KEV`` (0.1 keV: below every line an SDD measures).
+
+Nothing here imports Qt or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError, check_spectra
+from .spectra import EnergyAxis, Spectrum
+
+__all__ = [
+    "SpectrumImage",
+    "read_eds",
+    "read_spectrum_image",
+    "read_spectrum_any",
+    "read_rsciio",
+    "energy_axis_from_rsciio",
+    "rebin_counts",
+    "to_axis",
+    "supported_extensions",
+    "LOW_ENERGY_CUTOFF_KEV",
+]
+
+#: Target channels below this energy may lie outside the source axis (filled with 0).
+LOW_ENERGY_CUTOFF_KEV = 0.1
+
+#: File suffixes read by this project's own ``.npz`` spectrum-image reader.
+_NPZ_SUFFIXES = (".npz",)
+
+
+@dataclass
+class SpectrumImage:
+    """A fully acquired spectrum image (EDS map) with its calibration.
+
+    Attributes
+    ----------
+    counts : ndarray, shape (H, W, p), non-negative numbers (the file's dtype, usually
+        an unsigned integer)
+        ``counts[row, col, channel]``.
+    axis : EnergyAxis
+        Energy axis of the p channels (keV).
+    beam_energy_keV : float or None
+    live_time_s : float or None
+        Live (or, when only that is stored, real) time of the whole map, seconds.
+    pixel_size : float or None
+        Size of a pixel in ``pixel_units`` (from the file's navigation axes).
+    pixel_units : str
+    images : dict of str -> ndarray (H, W)
+        Co-registered images (e.g. ``"BSE"``, ``"SE"`` of a Bruker hypermap).
+    name : str
+    metadata : dict
+        The file's name, format and the original HyperSpy-style metadata tree.
+
+    Raises
+    ------
+    InputError
+        ``counts`` not 3-D, channels not matching ``axis``, negative or non-finite
+        counts, images of another shape.
+    """
+
+    counts: np.ndarray
+    axis: EnergyAxis
+    beam_energy_keV: float | None = None
+    live_time_s: float | None = None
+    pixel_size: float | None = None
+    pixel_units: str = ""
+    images: dict = field(default_factory=dict)
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        c = np.asarray(self.counts)
+        if c.ndim != 3:
+            raise InputError(f"spectrum image {self.name!r}: expected counts of shape (H, W, p), "
+                             f"got shape {c.shape}")
+        if c.shape[2] != self.axis.size:
+            raise InputError(f"spectrum image {self.name!r}: {c.shape[2]} channels but the energy "
+                             f"axis has {self.axis.size}")
+        if not np.issubdtype(c.dtype, np.number) or np.iscomplexobj(c):
+            raise InputError(f"spectrum image {self.name!r}: expected real counts, got {c.dtype}")
+        if c.size and not np.issubdtype(c.dtype, np.unsignedinteger):
+            if np.issubdtype(c.dtype, np.floating) and not np.all(np.isfinite(c)):
+                raise InputError(f"spectrum image {self.name!r}: counts contain NaN or inf")
+            if c.min() < 0:
+                raise InputError(f"spectrum image {self.name!r}: negative counts")
+        self.counts = c
+        for k, im in self.images.items():
+            if np.shape(im) != c.shape[:2]:
+                raise InputError(f"spectrum image {self.name!r}: image {k!r} has shape "
+                                 f"{np.shape(im)}, expected {c.shape[:2]}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the map."""
+        return tuple(self.counts.shape[:2])
+
+    @property
+    def total_counts(self) -> np.ndarray:
+        """Counts per pixel summed over channels, shape (H, W), float64."""
+        return self.counts.sum(axis=2, dtype=np.float64)
+
+    def spectrum_at(self, row: int, col: int) -> Spectrum:
+        """The spectrum of one pixel as a :class:`Spectrum`.
+
+        Raises
+        ------
+        InputError
+            Pixel outside the map.
+        """
+        H, W = self.shape
+        if not (0 <= int(row) < H and 0 <= int(col) < W):
+            raise InputError(f"pixel ({row}, {col}) outside the {H}x{W} map")
+        return Spectrum(np.asarray(self.counts[int(row), int(col)], dtype=np.float64), self.axis,
+                        beam_energy_keV=self.beam_energy_keV, name=f"{self.name}[{row},{col}]")
+
+    def sum_spectrum(self, mask=None) -> Spectrum:
+        """Sum of the spectra (of the pixels where ``mask`` (H, W) bool is True)."""
+        c = self.counts if mask is None else self.counts[np.asarray(mask, dtype=bool)]
+        s = c.reshape(-1, self.axis.size).sum(axis=0, dtype=np.float64)
+        return Spectrum(s, self.axis, beam_energy_keV=self.beam_energy_keV, name=f"{self.name} (sum)")
+
+    def to_axis(self, axis: EnergyAxis) -> "SpectrumImage":
+        """The map on another energy axis (exact cut or count-conserving rebinning, see
+        :func:`to_axis`); counts become float64 when rebinned.
+
+        Raises
+        ------
+        InputError
+            As :func:`to_axis`.
+        """
+        c = to_axis(self.counts, self.axis, axis, beam_energy_keV=self.beam_energy_keV,
+                    what=f"spectrum image {self.name!r}")
+        return SpectrumImage(c, axis, self.beam_energy_keV, self.live_time_s, self.pixel_size,
+                             self.pixel_units, dict(self.images), self.name, dict(self.metadata))
+
+
+# ----------------------------------------------------------------------------- axes
+
+def _units_scale(units) -> float | None:
+    u = (units or "").strip().lower()
+    if u in ("kev",):
+        return 1.0
+    if u in ("ev",):
+        return 1e-3
+    return None
+
+
+def energy_axis_from_rsciio(ax: dict, *, what: str = "file",
+                            default_calibration=None) -> EnergyAxis:
+    """Energy axis (keV) from a RosettaSciIO axis dictionary.
+
+    Parameters
+    ----------
+    ax : dict
+        ``{"size", "offset", "scale", "units", ...}`` of the signal (energy) axis.
+    what : str
+        Names the file in messages.
+    default_calibration : (offset_keV, scale_keV), optional
+        Used, with a warning, when the file has no calibration.
+
+    Returns
+    -------
+    EnergyAxis
+
+    Raises
+    ------
+    InputError
+        Non-uniform axis, units that are not energies, or missing calibration without
+        ``default_calibration``.
+    """
+    if "axis" in ax and ax.get("scale") is None:
+        raise InputError(f"{what}: non-uniform energy axis; only calibrated linear axes are supported")
+    size = int(ax.get("size", 0))
+    scale, offset, units = ax.get("scale"), ax.get("offset"), ax.get("units")
+    f = _units_scale(units)
+    uncal = scale in (None, 0) or offset is None or (
+        f is None and float(scale) == 1.0 and float(offset) == 0.0)
+    u = "" if units is None else str(units).strip()
+    if f is None and not uncal and u not in ("", "<undefined>", "undefined"):
+        raise InputError(f"{what}: energy axis in unsupported units {units!r} (expected eV or keV)")
+    if uncal:
+        if default_calibration is None:
+            raise InputError(
+                f"{what}: the file has no energy calibration (offset/scale of the spectral axis); "
+                "give default_calibration=(offset_keV, scale_keV) to assume one")
+        off, sc = (float(v) for v in default_calibration)
+        warnings.warn(f"{what}: no energy calibration in the file; assuming offset {off} keV and "
+                      f"{sc * 1000:g} eV/channel", UserWarning, stacklevel=3)
+        return EnergyAxis(off, sc, size)
+    if f is None:
+        f = 1e-3 if abs(float(scale)) > 0.5 else 1.0
+        warnings.warn(f"{what}: energy axis without units; reading it in "
+                      f"{'eV' if f == 1e-3 else 'keV'} (scale {scale})", UserWarning, stacklevel=3)
+    return EnergyAxis(float(offset) * f, float(scale) * f, size)
+
+
+def rebin_counts(counts, source: EnergyAxis, target: EnergyAxis) -> np.ndarray:
+    """Resample counts from ``source`` onto ``target`` by energy, conserving counts.
+
+    Each source channel's counts are spread uniformly over its width
+    ``[E_i - s/2, E_i + s/2]``; the cumulative counts are interpolated linearly at the
+    target channel edges and differenced (the standard count-conserving rebinning of
+    histograms).  Target channels outside the source range get 0 (use :func:`to_axis`
+    for the coverage check).
+
+    Parameters
+    ----------
+    counts : array_like, shape (..., source.size)
+    source, target : EnergyAxis
+
+    Returns
+    -------
+    ndarray, shape (..., target.size), float64
+        The counts that fall in each target channel; the total is conserved over the
+        energy range both axes cover.
+
+    Raises
+    ------
+    InputError
+        ``counts`` whose last dimension is not ``source.size``.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    if c.shape[-1:] != (source.size,):
+        raise InputError(f"rebin: expected counts with {source.size} channels in the last "
+                         f"dimension, got shape {c.shape}")
+    p = source.size
+    cum = np.concatenate([np.zeros(c.shape[:-1] + (1,)), np.cumsum(c, axis=-1)], axis=-1)
+    edges_t = target.offset_keV - target.scale_keV / 2 + target.scale_keV * np.arange(target.size + 1)
+    x = (edges_t - (source.offset_keV - source.scale_keV / 2)) / source.scale_keV
+    x = np.clip(x, 0.0, float(p))
+    i = np.minimum(np.floor(x).astype(np.int64), p - 1)
+    frac = x - i
+    at = cum[..., i] + frac * c[..., i]
+    return np.diff(at, axis=-1)
+
+
+def to_axis(counts, source: EnergyAxis, target: EnergyAxis, *, beam_energy_keV=None,
+            resample: bool = True, what: str = "spectrum") -> np.ndarray:
+    """Counts on ``target``: an exact cut when the calibrations agree, else rebinning.
+
+    Parameters
+    ----------
+    counts : array_like, shape (..., source.size)
+    source, target : EnergyAxis
+    beam_energy_keV : float, optional
+        Target channels above it may lie outside the source (0 counts there).
+    resample : bool
+        False: raise instead of rebinning a different calibration.
+    what : str
+        Names the data in messages.
+
+    Returns
+    -------
+    ndarray, shape (..., target.size)
+        The source dtype for an exact cut, float64 when rebinned.
+
+    Raises
+    ------
+    InputError
+        Different calibration with ``resample=False``; target channels between
+        ``LOW_ENERGY_CUTOFF_KEV`` and the beam energy that the source does not cover.
+    """
+    c = np.asarray(counts)
+    if c.shape[-1:] != (source.size,):
+        raise InputError(f"{what}: expected {source.size} channels in the last dimension, got {c.shape}")
+    head = EnergyAxis(source.offset_keV, source.scale_keV, min(source.size, target.size))
+    if source.size >= target.size and target.is_compatible(head):
+        return c[..., :target.size]
+    if not resample:
+        raise InputError(f"{what}: its energy axis ({source.describe()}) differs from the expected "
+                         f"{target.describe()}; resample it by energy (resample=True)")
+    lo_s = source.offset_keV - source.scale_keV / 2
+    hi_s = source.offset_keV + source.scale_keV * (source.size - 0.5)
+    lo_t = target.offset_keV - target.scale_keV / 2
+    hi_t = target.offset_keV + target.scale_keV * (target.size - 0.5)
+    tol = 0.5 * target.scale_keV
+    if lo_t < lo_s - tol and lo_s > LOW_ENERGY_CUTOFF_KEV + tol:
+        raise InputError(f"{what}: its energy axis starts at {lo_s:.3f} keV, above the expected "
+                         f"axis' start {lo_t:.3f} keV; the channels in between would be unknown")
+    if hi_t > hi_s + tol:
+        if beam_energy_keV is None or hi_s + tol < float(beam_energy_keV):
+            known = "unknown" if beam_energy_keV is None else f"{float(beam_energy_keV):g} keV"
+            raise InputError(
+                f"{what}: its energy axis ends at {hi_s:.3f} keV, below the expected axis' end "
+                f"{hi_t:.3f} keV and below the beam energy ({known}); the missing channels "
+                "cannot be assumed empty")
+    return rebin_counts(c, source, target)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def supported_extensions() -> list[str]:
+    """Lower-case file suffixes (with the dot) RosettaSciIO reads, plus ``.npz``."""
+    from rsciio import IO_PLUGINS
+
+    ext = {f".{e.lower()}" for p in IO_PLUGINS for e in p["file_extensions"]}
+    ext.add(".raw")  # Ripple data file next to its .rpl header
+    return sorted(ext | set(_NPZ_SUFFIXES))
+
+
+def _plugins_for(path: Path):
+    from rsciio import IO_PLUGINS
+
+    ext = path.suffix.lower().lstrip(".")
+    return [p for p in IO_PLUGINS if ext in [e.lower() for e in p["file_extensions"]]]
+
+
+def read_rsciio(path, **kwargs) -> list[dict]:
+    """All signals in a file, as RosettaSciIO dictionaries (``data``, ``axes``, ``metadata``).
+
+    The reader is chosen by the file suffix; when several RosettaSciIO plugins claim the
+    suffix (``.h5``, ``.xml``, ``.csv``, ...) each is tried in turn.  A ``.raw`` file is
+    read through its ``.rpl`` header.
+
+    Raises
+    ------
+    InputError
+        Missing file, no reader for the suffix, or no reader could read it.
+    """
+    import importlib
+
+    p = Path(path)
+    if p.suffix.lower() == ".raw" and p.with_suffix(".rpl").is_file():
+        p = p.with_suffix(".rpl")
+    if not p.is_file():
+        raise InputError(f"file not found: {p}")
+    plugins = _plugins_for(p)
+    if not plugins:
+        raise InputError(f"{p}: no RosettaSciIO reader for {p.suffix!r} files")
+    errors = []
+    for plug in plugins:
+        try:
+            reader = importlib.import_module(plug["api"]).file_reader
+            items = reader(str(p), **kwargs)
+            if items:
+                return list(items)
+        except Exception as exc:  # every plugin raises its own exception types
+            errors.append(f"{plug['name']}: {type(exc).__name__}: {exc}")
+    raise InputError(f"{p}: not readable by RosettaSciIO ({'; '.join(errors) or 'no signal'})")
+
+
+def _get(d, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _instrument(md: dict) -> dict:
+    ai = _get(md, "Acquisition_instrument", default={}) or {}
+    return ai.get("SEM") or ai.get("TEM") or {}
+
+
+def _float_or_none(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _signal_axis_index(item: dict) -> int | None:
+    axes = item.get("axes") or []
+    sig = [i for i, a in enumerate(axes) if not a.get("navigate", False)]
+    if len(sig) == 1:
+        return sig[0]
+    return None
+
+
+def _is_spectral(item: dict) -> bool:
+    st = str(_get(item, "metadata", "Signal", "signal_type", default="") or "").upper()
+    data = item.get("data")
+    ndim = np.ndim(data) if data is not None else 0
+    i = _signal_axis_index(item)
+    if "EDS" in st:
+        return True
+    if i is None or ndim == 0:
+        return False
+    units = str((item["axes"][i].get("units") or "")).lower()
+    # one signal axis, last (HyperSpy's layout), in energy units or without units
+    # (an uncalibrated spectrum: the calibration check reports it)
+    return (i == ndim - 1 and units in ("ev", "kev", "", "<undefined>", "undefined")
+            and (ndim == 1 or ndim == 3) and np.shape(data)[-1] > 1)
+
+
+def _read_npz(path: Path, default_calibration=None):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+    if "counts" not in d:
+        raise InputError(f"{path}: expected a spectrum image .npz with a 'counts' (H, W, p) entry "
+                         f"and energy_offset_keV / energy_scale_keV, got keys {sorted(d)}")
+    counts = d["counts"]
+    p = counts.shape[-1]
+    if "energy_offset_keV" in d and "energy_scale_keV" in d:
+        axis = EnergyAxis(float(d["energy_offset_keV"]), float(d["energy_scale_keV"]), int(p))
+    else:
+        axis = energy_axis_from_rsciio({"size": p, "scale": 1.0, "offset": 0.0, "units": None},
+                                       what=str(path), default_calibration=default_calibration)
+    scal = {k: _float_or_none(d[k]) for k in ("beam_energy_keV", "live_time_s", "real_time_s",
+                                             "pixel_size_um") if k in d and np.ndim(d[k]) == 0}
+    images = {}
+    for k, v in d.items():
+        if k.startswith("image_") and v.ndim == 2 and v.shape == counts.shape[:2]:
+            images[k[len("image_"):].split("_")[0]] = v
+    md = {"file": str(path), "format": "npz",
+          "note": str(d["note"]) if "note" in d and d["note"].ndim == 0 else ""}
+    if counts.ndim == 1:
+        return Spectrum(counts.astype(np.float64), axis, beam_energy_keV=scal.get("beam_energy_keV"),
+                        live_time_s=scal.get("live_time_s"), name=path.stem, metadata=md)
+    return SpectrumImage(counts, axis, scal.get("beam_energy_keV"),
+                         scal.get("live_time_s", scal.get("real_time_s")), scal.get("pixel_size_um"),
+                         "µm" if "pixel_size_um" in scal else "", images, path.stem, md)
+
+
+def read_eds(path, *, default_calibration=None, **reader_kwargs):
+    """Read an EDS spectrum or spectrum image from any file RosettaSciIO reads.
+
+    Parameters
+    ----------
+    path : str or Path
+    default_calibration : (offset_keV, scale_keV), optional
+        Assumed (with a warning) when the file has no energy calibration.
+    **reader_kwargs
+        Passed to the RosettaSciIO reader (e.g. ``downsample`` for ``.bcf``).
+
+    Returns
+    -------
+    Spectrum or SpectrumImage
+        A :class:`Spectrum` for 1-D data ``(p,)``, a :class:`SpectrumImage` for a map
+        ``(H, W, p)``.  A file with several signals (a Bruker hypermap holds BSE, SE and
+        the EDS map) gives its spectral signal; same-sized 2-D images go into
+        :attr:`SpectrumImage.images` under their titles.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, no spectral signal, a stack of spectra that is neither
+        a single spectrum nor a 2-D map, missing calibration (see the module docstring).
+    """
+    p = Path(path)
+    if p.suffix.lower() in _NPZ_SUFFIXES:
+        if not p.is_file():
+            raise InputError(f"file not found: {p}")
+        return _read_npz(p, default_calibration)
+    items = read_rsciio(p, **reader_kwargs)
+    spectral = [it for it in items if _is_spectral(it)]
+    if not spectral:
+        kinds = [f"{np.shape(it.get('data'))} {_get(it, 'metadata', 'General', 'title', default='')!r}"
+                 for it in items]
+        raise InputError(f"{p}: no EDS spectrum or spectrum image in the file (found {kinds})")
+    item = max(spectral, key=lambda it: np.ndim(it["data"]))
+    data = np.asarray(item["data"])
+    si = _signal_axis_index(item)
+    if si is None:
+        si = data.ndim - 1
+    if si != data.ndim - 1:
+        data = np.moveaxis(data, si, -1)
+    md = item.get("metadata") or {}
+    inst = _instrument(md)
+    det = _get(inst, "Detector", "EDS", default={}) or {}
+    axis = energy_axis_from_rsciio(item["axes"][si], what=str(p), default_calibration=default_calibration)
+    title = _get(md, "General", "title", default="") or p.stem
+    meta = {"file": str(p), "format": p.suffix.lower().lstrip("."), "title": title,
+            "original_metadata": md}
+    beam = _float_or_none(inst.get("beam_energy"))
+    live = _float_or_none(det.get("live_time"))
+    if live is None:
+        live = _float_or_none(det.get("real_time"))
+    if data.ndim == 1:
+        return Spectrum(data.astype(np.float64), axis, beam_energy_keV=beam, live_time_s=live,
+                        name=p.stem, metadata=meta)
+    if data.ndim == 2:
+        data = data[None]  # a line scan: one row
+    if data.ndim != 3:
+        raise InputError(f"{p}: expected a spectrum (p,) or a map (H, W, p), got data of shape {data.shape}")
+    nav = [a for a in item["axes"] if a.get("navigate", False)]
+    px = _float_or_none(nav[-1].get("scale")) if nav else None
+    pu = str(nav[-1].get("units") or "") if nav else ""
+    if pu in ("", "<undefined>"):
+        px, pu = None, ""
+    images = {}
+    for it in items:
+        if it is item:
+            continue
+        im = np.asarray(it.get("data"))
+        if im.ndim == 2 and im.shape == data.shape[:2]:
+            images[str(_get(it, "metadata", "General", "title", default=f"image{len(images)}"))] = im
+    return SpectrumImage(data, axis, beam, live, px, pu, images, p.stem, meta)
+
+
+def read_spectrum_image(path, **kwargs) -> SpectrumImage:
+    """:func:`read_eds` for a map; :class:`InputError` when the file holds one spectrum."""
+    out = read_eds(path, **kwargs)
+    if not isinstance(out, SpectrumImage):
+        raise InputError(f"{path}: expected a spectrum image (H, W, p), the file holds a single spectrum")
+    return out
+
+
+def read_spectrum_any(path, **kwargs) -> Spectrum:
+    """:func:`read_eds` for one spectrum (any RosettaSciIO format, not only EMSA/MSA).
+
+    Raises
+    ------
+    InputError
+        The file holds a map, or as :func:`read_eds`.
+    """
+    out = read_eds(path, **kwargs)
+    if not isinstance(out, Spectrum):
+        raise InputError(f"{path}: expected a single spectrum, the file holds a "
+                         f"{out.shape[0]}x{out.shape[1]} spectrum image")
+    return out
+
+
+def check_on_axis(spectra, axis: EnergyAxis, source: EnergyAxis | None = None, *,
+                  beam_energy_keV=None, what: str = "spectra") -> np.ndarray:
+    """Validate spectra and bring them onto ``axis`` (float32, shape (n, axis.size)).
+
+    ``source`` is their own axis (default: ``axis``, i.e. only the channel count is checked).
+
+    Raises
+    ------
+    InputError
+        As :func:`to_axis` and :func:`napari_slads_eds._validation.check_spectra`.
+    """
+    src = source or axis
+    x = check_spectra(spectra, src.size, name=what)
+    return np.asarray(to_axis(x, src, axis, beam_energy_keV=beam_energy_keV, what=what), np.float32)
