@@ -1,0 +1,180 @@
+"""napari reader contribution: EDS spectra, spectrum images, exported runs and micrographs.
+
+``napari_get_reader(path)`` returns a reader for
+
+* **spectrum images** (Bruker ``.bcf``, HyperSpy ``.hspy``/``.zspy``, Ripple ``.rpl``,
+  EDAX ``.spd``, EMD, this project's ``.npz`` maps, ...): an Image layer of the total
+  counts per pixel (scaled by the pixel size), whose ``metadata`` holds the spectra --
+  ``metadata["spectra"]`` (H, W, p) counts and ``metadata["energy_axis"]``
+  (:meth:`EnergyAxis.to_dict`) -- for a per-pixel spectrum plot
+  (:func:`pixel_spectrum`); co-registered BSE/SE images become extra Image layers;
+* **single spectra** (EMSA/MSA, Bruker ``.spx``, a 1-D ``.hspy``): a Shapes layer with
+  the spectrum drawn as a path (x = channel, y = counts scaled to 256 rows), its counts
+  and energy axis in ``metadata``;
+* **runs**: exported runs (``.hspy``/``.zspy``/``.npz`` from
+  :func:`napari_slads_eds.export.export_run`) and ``run.npz`` of ``slads-eds run``:
+  reconstruction and ground truth (Labels), mask (Image), measured positions (Points,
+  spectra in ``metadata``);
+* **micrographs** (``.tif``/``.tiff``/``.png``/``.jpg``): a grey Image layer, scaled by
+  the pixel size RosettaSciIO finds in TIFF tags (FEI, Zeiss, ...).
+
+Never imports TensorFlow or Qt (the napari process must stay free of TensorFlow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError
+
+__all__ = ["napari_get_reader", "read_path", "pixel_spectrum", "SPECTRUM_SUFFIXES",
+           "MICROGRAPH_SUFFIXES"]
+
+#: Suffixes tried as EDS data (spectra, maps, runs).
+SPECTRUM_SUFFIXES = (".msa", ".emsa", ".ems", ".mas", ".bcf", ".spx", ".hspy", ".zspy", ".rpl",
+                     ".spd", ".spc", ".emd", ".npz", ".pts")
+#: Suffixes read as micrographs.
+MICROGRAPH_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def napari_get_reader(path):
+    """The reader for ``path`` (a str, Path or a list of them), or None when not ours."""
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        return None
+    for p in paths:
+        suf = Path(str(p)).suffix.lower()
+        if suf not in SPECTRUM_SUFFIXES + MICROGRAPH_SUFFIXES:
+            return None
+        if suf == ".npz" and not _is_our_npz(Path(str(p))):
+            return None
+        if suf in (".hspy", ".zspy") and not Path(str(p)).exists():
+            return None
+    return read_path
+
+
+def _is_our_npz(p: Path) -> bool:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            names = set(z.files)
+    except Exception:
+        return False
+    return "counts" in names or "result_json" in names
+
+
+def read_path(path) -> list[tuple]:
+    """Read one or several files into napari layer data ``[(data, kwargs, type), ...]``.
+
+    Raises
+    ------
+    InputError
+        A file that cannot be read (napari shows the message).
+    """
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    out = []
+    for p in paths:
+        out.extend(_read_one(Path(str(p))))
+    return out
+
+
+def _read_one(p: Path) -> list[tuple]:
+    from .export import export_layers, is_export_file, load_export
+
+    suf = p.suffix.lower()
+    if suf in MICROGRAPH_SUFFIXES:
+        return [_micrograph_layer(p)]
+    if suf in (".hspy", ".zspy", ".npz") and is_export_file(p):
+        return export_layers(load_export(p), name=p.stem)
+    if suf == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            is_run = "result_json" in z.files and "counts" not in z.files
+        if is_run:
+            from .results import load_run
+
+            return export_layers(load_run(p), name=p.parent.name or p.stem)
+    from .eds_io import SpectrumImage, read_eds
+
+    data = read_eds(p)
+    if isinstance(data, SpectrumImage):
+        return _spectrum_image_layers(data)
+    return [_spectrum_layer(data)]
+
+
+def _spectrum_image_layers(si) -> list[tuple]:
+    scale = (si.pixel_size, si.pixel_size) if si.pixel_size else (1.0, 1.0)
+    meta = {"kind": "eds_spectrum_image", "spectra": si.counts, "energy_axis": si.axis.to_dict(),
+            "beam_energy_keV": si.beam_energy_keV, "live_time_s": si.live_time_s,
+            "pixel_units": si.pixel_units, "file": si.metadata.get("file", "")}
+    layers = [(si.total_counts.astype(np.float32),
+               {"name": f"{si.name} (total counts)", "scale": scale, "colormap": "magma",
+                "metadata": meta}, "image")]
+    for key, im in si.images.items():
+        layers.append((np.asarray(im), {"name": f"{si.name} {key}", "scale": scale, "colormap": "gray",
+                                        "visible": False}, "image"))
+    return layers
+
+
+def _spectrum_layer(spec) -> tuple:
+    c = np.asarray(spec.counts, dtype=np.float64)
+    top = c.max() if c.size and c.max() > 0 else 1.0
+    path = np.stack([256.0 * (1.0 - c / top), np.arange(c.size, dtype=np.float64)], axis=1)
+    meta = {"kind": "eds_spectrum", "counts": c, "energy_axis": spec.axis.to_dict(),
+            "beam_energy_keV": spec.beam_energy_keV, "live_time_s": spec.live_time_s,
+            "file": spec.metadata.get("file", "")}
+    return ([path], {"name": f"{spec.name} (spectrum)", "shape_type": "path", "edge_width": 1,
+                     "edge_color": "yellow", "metadata": meta}, "shapes")
+
+
+def _micrograph_layer(p: Path) -> tuple:
+    from .segmentation import read_micrograph
+
+    img = read_micrograph(p)
+    kw = {"name": p.stem, "colormap": "gray", "metadata": {"kind": "micrograph", "file": str(p)}}
+    if p.suffix.lower() in (".tif", ".tiff"):
+        try:
+            from rsciio.tiff import file_reader
+
+            ax = file_reader(str(p))[0]["axes"]
+            sc = [float(a.get("scale", 1.0)) for a in ax[:2]]
+            units = str(ax[0].get("units") or "")
+            if units and units != "<undefined>" and all(s > 0 for s in sc):
+                kw["scale"] = tuple(sc)
+                kw["metadata"]["pixel_units"] = units
+        except Exception:
+            pass  # no calibration in the tags: pixel units
+    return (img, kw, "image")
+
+
+def pixel_spectrum(metadata: dict, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+    """Energies and counts of one pixel of a spectrum-image layer (for a spectrum plot).
+
+    Parameters
+    ----------
+    metadata : dict
+        ``layer.metadata`` of an Image layer made by this reader.
+    row, col : int
+        Pixel (data coordinates).
+
+    Returns
+    -------
+    energies : ndarray (p,), float64, keV
+    counts : ndarray (p,), float64
+
+    Raises
+    ------
+    InputError
+        Not a spectrum-image layer, or a pixel outside the map.
+    """
+    from .spectra import EnergyAxis
+
+    if not isinstance(metadata, dict) or "spectra" not in metadata or "energy_axis" not in metadata:
+        raise InputError("not a spectrum-image layer (its metadata has no 'spectra' and 'energy_axis')")
+    spectra = metadata["spectra"]
+    H, W = np.shape(spectra)[:2]
+    r, c = int(row), int(col)
+    if not (0 <= r < H and 0 <= c < W):
+        raise InputError(f"pixel ({r}, {c}) outside the {H}x{W} map")
+    axis = EnergyAxis.from_dict(metadata["energy_axis"])
+    return axis.energies, np.asarray(spectra[r, c], dtype=np.float64)

@@ -1,0 +1,351 @@
+"""Export and reload a SLADS run as a HyperSpy file (``.hspy``/``.zspy``) or a plain ``.npz``.
+
+Layout of the HyperSpy file (written through RosettaSciIO, loads with ``hs.load``)::
+
+    signal           EDS_SEM, data (n, p) float32: the n measured spectra in measurement order
+      axes           "measurement" (navigation, index 0..n-1)
+                     "Energy" (signal, keV, offset and scale of the spectra's energy axis)
+    metadata.Acquisition_instrument.SEM.beam_energy   keV (when known)
+    metadata.SLADS   positions (n, 2) int64 (row, col) | labels (n,) int16 (0..L) |
+                     reconstruction (H, W) int16 | mask (H, W) bool | ground_truth (H, W) |
+                     erd (H, W) | td_curve (k, 2) [fraction, TD] | td_curve_random,
+                     td_curve_halton (k, 2) | grid [H, W] | pixel_size, pixel_units |
+                     result_json (the result.json text: settings, TD, baselines, ...)
+
+The ``.npz`` holds the same arrays under the same names plus ``spectra`` (n, p),
+``energy_axis_json`` and ``result_json`` (no pickle: ``np.load(..., allow_pickle=False)``).
+:func:`load_export` reads either back into the dictionary :func:`export_run` took (the
+form of :func:`napari_slads_eds.results.load_run`, plus ``spectra`` and ``energy_axis``),
+and :func:`export_layers` turns it into napari layer data (used by the reader).
+
+Nothing here imports Qt or TensorFlow; HyperSpy itself is not needed (RosettaSciIO writes
+and reads the file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError, check_spectra
+from .spectra import EnergyAxis
+
+__all__ = ["export_run", "load_export", "export_layers", "EXPORT_SUFFIXES", "is_export_file"]
+
+#: Suffixes :func:`export_run` writes.
+EXPORT_SUFFIXES = (".hspy", ".zspy", ".npz")
+_FORMAT = "napari-slads-eds run export"
+_FORMAT_VERSION = 1
+_MAP_KEYS = ("reconstruction", "mask", "ground_truth", "specimen_labels", "erd")
+_CURVE_KEYS = ("td_curve", "td_curve_random", "td_curve_halton")
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def _summary(result: dict) -> dict:
+    skip = set(_MAP_KEYS) | set(_CURVE_KEYS) | {"positions", "labels", "spectra"}
+    return _jsonable({k: v for k, v in result.items() if k not in skip})
+
+
+def _arrays(result: dict, spectra, axis: EnergyAxis | None):
+    if "positions" not in result or "labels" not in result:
+        raise InputError("export: the result has no measured positions and labels (not a SLADS run?)")
+    pos = np.asarray(result["positions"], dtype=np.int64).reshape(-1, 2)
+    lab = np.asarray(result["labels"], dtype=np.int16).reshape(-1)
+    if lab.size != pos.shape[0]:
+        raise InputError(f"export: {pos.shape[0]} positions but {lab.size} labels")
+    arrays = {"positions": pos, "labels": lab}
+    for k in _MAP_KEYS:
+        v = result.get(k)
+        if v is not None and not isinstance(v, dict):
+            v = np.asarray(v)
+            if v.ndim == 2 and v.dtype != object:
+                arrays[k] = v
+    if "reconstruction" not in arrays:
+        raise InputError("export: the result has no reconstruction")
+    for k in _CURVE_KEYS:
+        if result.get(k) is not None:
+            arrays[k] = np.asarray(result[k], dtype=np.float64).reshape(-1, 2)
+    if spectra is not None:
+        sp = check_spectra(spectra, None if axis is None else axis.size, name="exported spectra")
+        if sp.shape[0] != pos.shape[0]:
+            raise InputError(f"export: {sp.shape[0]} spectra for {pos.shape[0]} positions")
+        if axis is None:
+            raise InputError("export: spectra need their energy axis (axis=EnergyAxis)")
+        arrays["spectra"] = sp
+    return arrays
+
+
+def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = None,
+               beam_energy_keV: float | None = None, pixel_size: float | None = None,
+               pixel_units: str = "", overwrite: bool = True) -> Path:
+    """Write a run (positions, spectra, labels, reconstruction, mask, TD curves, settings).
+
+    Parameters
+    ----------
+    result : dict
+        A run result (:func:`napari_slads_eds.replay.run_replay`, the engine's
+        ``run_slads``, :func:`napari_slads_eds.results.load_run`): needs ``positions``
+        (n, 2), ``labels`` (n,) and ``reconstruction`` (H, W).
+    path : str or Path
+        ``.hspy`` or ``.zspy`` (HyperSpy, via RosettaSciIO) or ``.npz``.
+    spectra : array_like, shape (n, p), optional
+        The measured spectra in measurement order (a HyperSpy file without them holds an
+        empty (n, 0)-free signal: one zero channel per measurement).
+    axis : EnergyAxis, optional
+        Energy axis of ``spectra`` (required with them).
+    beam_energy_keV, pixel_size, pixel_units
+        Stored in the metadata.
+    overwrite : bool
+
+    Returns
+    -------
+    Path of the written file.
+
+    Raises
+    ------
+    InputError
+        Unknown suffix, an existing file with ``overwrite=False``, a result without
+        positions/labels/reconstruction, spectra that do not match.
+    """
+    p = Path(path)
+    suf = p.suffix.lower()
+    if suf not in EXPORT_SUFFIXES:
+        raise InputError(f"export: expected a .hspy, .zspy or .npz file name, got {p.name!r}")
+    if p.exists() and not overwrite:
+        raise InputError(f"export: {p} exists (overwrite=False)")
+    arrays = _arrays(result, spectra, axis)
+    summary = _summary(result)
+    summary["export"] = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
+    H, W = arrays["reconstruction"].shape
+    extra = {"grid": [int(H), int(W)], "pixel_size": float(pixel_size) if pixel_size else 0.0,
+             "pixel_units": str(pixel_units or ""),
+             "beam_energy_keV": float(beam_energy_keV) if beam_energy_keV else 0.0}
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if suf == ".npz":
+        out = dict(arrays)
+        out["result_json"] = np.array(json.dumps(summary))
+        out["energy_axis_json"] = np.array(json.dumps(axis.to_dict() if axis is not None else None))
+        out["export_json"] = np.array(json.dumps(extra))
+        tmp = p.with_name(p.name + ".tmp.npz")
+        np.savez_compressed(tmp, **out)
+        tmp.replace(p)
+        return p
+    # HyperSpy file
+    sp = arrays.pop("spectra", None)
+    n = arrays["positions"].shape[0]
+    if sp is None:
+        sp = np.zeros((n, 1), np.float32)
+        e_ax = {"name": "Energy", "size": 1, "offset": 0.0, "scale": 1.0, "units": "keV", "navigate": False}
+    else:
+        e_ax = {"name": "Energy", "size": int(axis.size), "offset": float(axis.offset_keV),
+                "scale": float(axis.scale_keV), "units": "keV", "navigate": False}
+    axes = [{"name": "measurement", "size": int(n), "offset": 0.0, "scale": 1.0, "units": "",
+             "navigate": True}, e_ax]
+    if n == 1:
+        sp = sp.reshape(1, -1)
+    slads = dict(arrays)
+    if "mask" in slads:
+        slads["mask"] = slads["mask"].astype(np.uint8)
+    slads.update(extra)
+    slads["result_json"] = json.dumps(summary)
+    slads["format"] = _FORMAT
+    slads["format_version"] = _FORMAT_VERSION
+    md = {"General": {"title": "SLADS run", "original_filename": p.name},
+          "Signal": {"signal_type": "EDS_SEM", "quantity": "X-rays (Counts)"},
+          "SLADS": slads}
+    if beam_energy_keV:
+        md["Acquisition_instrument"] = {"SEM": {"beam_energy": float(beam_energy_keV)}}
+    signal = {"data": np.ascontiguousarray(sp, dtype=np.float32), "axes": axes, "metadata": md,
+              "original_metadata": {}, "tmp_parameters": {}, "attributes": {"_lazy": False},
+              "learning_results": {}, "models": {},
+              "package_info": {"name": "napari-slads-eds", "version": _version()}}
+    if suf == ".hspy":
+        from rsciio.hspy import file_writer
+    else:
+        from rsciio.zspy import file_writer
+    if p.exists():
+        if p.is_dir():
+            import shutil
+
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    try:
+        file_writer(str(p), signal, show_progressbar=False)
+    except AttributeError as exc:
+        if suf == ".zspy" and ("zarr" in str(exc).lower() or "Store" in str(exc)):
+            raise InputError(f"export: RosettaSciIO's .zspy writer does not work with the installed "
+                             f"zarr ({exc}); write .hspy instead (or install zarr < 3)") from exc
+        raise
+    return p
+
+
+def is_export_file(path) -> bool:
+    """True when ``path`` is a run exported by :func:`export_run` (cheap check)."""
+    p = Path(path)
+    suf = p.suffix.lower()
+    try:
+        if suf == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return "result_json" in z.files and "energy_axis_json" in z.files
+        if suf in (".hspy", ".zspy"):
+            d = load_export(p, _check_only=True)
+            return bool(d)
+    except Exception:
+        return False
+    return False
+
+
+def _from_npz(p: Path) -> dict:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable .npz file (corrupt or truncated?): {exc}") from exc
+    if "result_json" not in d or "energy_axis_json" not in d:
+        raise InputError(f"{p}: not a napari-slads-eds run export (no result_json/energy_axis_json)")
+    try:
+        out = json.loads(str(d.pop("result_json")))
+        ax = json.loads(str(d.pop("energy_axis_json")))
+        extra = json.loads(str(d.pop("export_json"))) if "export_json" in d else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: corrupt entry: {exc}") from exc
+    out.update(d)
+    out["energy_axis"] = EnergyAxis.from_dict(ax) if ax else None
+    out.update({f"export_{k}": v for k, v in extra.items()})
+    return out
+
+
+def load_export(path, *, _check_only: bool = False) -> dict:
+    """Read a run written by :func:`export_run` (``.hspy``, ``.zspy`` or ``.npz``).
+
+    Returns
+    -------
+    dict
+        The run's result entries (``grid``, ``td``, ``td_curve``, ``settings``, ...) and
+        arrays ``positions`` (n, 2) int64, ``labels`` (n,) int16, ``reconstruction``
+        (H, W), ``mask`` (H, W) bool, ``spectra`` (n, p) float32 (when exported),
+        ``energy_axis`` (EnergyAxis or None), ``export_pixel_size``,
+        ``export_pixel_units``, ``export_beam_energy_keV``.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or corrupt file, or not a run export.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {p}")
+    suf = p.suffix.lower()
+    if suf == ".npz":
+        out = _from_npz(p)
+    elif suf in (".hspy", ".zspy"):
+        from .eds_io import read_rsciio
+
+        items = read_rsciio(p)
+        item = next((it for it in items if "SLADS" in (it.get("metadata") or {})), None)
+        if item is None:
+            raise InputError(f"{p}: a HyperSpy file, but not a napari-slads-eds run export "
+                             "(no metadata.SLADS)")
+        if _check_only:
+            return {"ok": True}
+        md = item["metadata"]
+        slads = dict(md["SLADS"])
+        try:
+            out = json.loads(str(slads.pop("result_json")))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise InputError(f"{p}: corrupt metadata.SLADS.result_json ({exc})") from exc
+        for k in ("positions", "labels", *_MAP_KEYS, *_CURVE_KEYS):
+            if k in slads:
+                out[k] = np.asarray(slads[k])
+        ax = item["axes"][-1]
+        data = np.asarray(item["data"], dtype=np.float32)
+        if data.ndim == 1:
+            data = data.reshape(1, -1)
+        n = out["positions"].shape[0] if "positions" in out else data.shape[0]
+        data = data.reshape(n, -1)
+        if int(ax.get("size", 0)) > 1 or str(ax.get("units")) == "keV" and data.shape[1] > 1:
+            f = 1e-3 if str(ax.get("units", "")).lower() == "ev" else 1.0
+            out["energy_axis"] = EnergyAxis(float(ax["offset"]) * f, float(ax["scale"]) * f, int(ax["size"]))
+            out["spectra"] = data
+        else:
+            out["energy_axis"] = None
+        for k in ("pixel_size", "pixel_units", "beam_energy_keV"):
+            if k in slads:
+                out[f"export_{k}"] = slads[k]
+    else:
+        raise InputError(f"{p}: expected a .hspy, .zspy or .npz run export")
+    if "mask" in out:
+        out["mask"] = np.asarray(out["mask"]).astype(bool)
+    for k in ("positions", "labels", "reconstruction"):
+        if k not in out:
+            raise InputError(f"{p}: the export has no {k!r} entry")
+    out["positions"] = np.asarray(out["positions"], dtype=np.int64).reshape(-1, 2)
+    out["labels"] = np.asarray(out["labels"], dtype=np.int16).reshape(-1)
+    out["td_curve"] = np.asarray(out.get("td_curve", np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2)
+    return out
+
+
+def export_layers(run: dict, name: str = "SLADS run") -> list[tuple]:
+    """napari layer data of a run (from :func:`load_export` or :func:`napari_slads_eds.results.load_run`).
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        ``labels``: the reconstruction (H, W); ``labels``: the ground truth when present;
+        ``image``: the measurement mask (hidden); ``points``: the measured positions
+        (row, col) with their labels as ``features`` and, in ``metadata``, their spectra
+        (n, p) and energy axis for a per-point spectrum plot.
+    """
+    scale = None
+    px = run.get("export_pixel_size")
+    if px:
+        scale = (float(px), float(px))
+    common = {"scale": scale} if scale else {}
+    layers = []
+    rec = np.asarray(run["reconstruction"])
+    layers.append((rec.astype(np.int32), {"name": f"{name}: reconstruction", "opacity": 0.7,
+                                          "metadata": {"td": run.get("td"),
+                                                       "sampling_fraction": run.get("sampling_fraction")},
+                                          **common}, "labels"))
+    if run.get("ground_truth") is not None:
+        layers.append((np.asarray(run["ground_truth"]).astype(np.int32),
+                       {"name": f"{name}: ground truth", "visible": False, **common}, "labels"))
+    if run.get("mask") is not None:
+        layers.append((np.asarray(run["mask"]).astype(np.uint8),
+                       {"name": f"{name}: mask", "visible": False, "colormap": "gray", **common}, "image"))
+    pos = np.asarray(run["positions"], dtype=np.float64).reshape(-1, 2)
+    meta = {"labels": np.asarray(run["labels"])}
+    if run.get("spectra") is not None:
+        meta["spectra"] = np.asarray(run["spectra"])
+        ax = run.get("energy_axis")
+        meta["energy_axis"] = ax.to_dict() if isinstance(ax, EnergyAxis) else ax
+    layers.append((pos, {"name": f"{name}: measured", "size": 1, "face_color": "white",
+                         "features": {"label": np.asarray(run["labels"], dtype=np.int16)},
+                         "metadata": meta, **common}, "points"))
+    return layers
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

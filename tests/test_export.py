@@ -1,0 +1,172 @@
+"""Export and reload of runs (.hspy, .zspy, .npz), and the napari reader (no viewer needed)."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from napari_slads_eds import InputError
+from napari_slads_eds._reader import napari_get_reader, pixel_spectrum
+from napari_slads_eds.export import export_run, is_export_file, load_export
+from napari_slads_eds.results import write_run
+from napari_slads_eds.spectra import EnergyAxis, bundled_standards
+
+AXIS = EnergyAxis(-0.1, 0.01, 128)
+
+
+def _zspy_works() -> bool:
+    """RosettaSciIO 0.15's .zspy writer needs zarr 2 (zarr.storage.NestedDirectoryStore)."""
+    try:
+        import zarr.storage
+    except ImportError:
+        return False
+    return hasattr(zarr.storage, "NestedDirectoryStore")
+
+
+def _need_zspy():
+    if not _zspy_works():
+        pytest.skip("RosettaSciIO's .zspy writer needs zarr < 3 (zarr 3 installed)")
+
+
+def test_zspy_with_zarr3_is_a_clear_error(tmp_path, run_result):
+    if _zspy_works():
+        pytest.skip("zarr 2 installed: .zspy works")
+    with pytest.raises(InputError, match="write .hspy instead"):
+        export_run(run_result[0], tmp_path / "run.zspy")
+
+
+@pytest.fixture
+def run_result():
+    rng = np.random.default_rng(0)
+    H, W, n = 12, 15, 30
+    flat = rng.choice(H * W, n, replace=False)
+    pos = np.stack(np.divmod(flat, W), axis=1)
+    truth = np.ones((H, W), np.int16)
+    truth[:, 8:] = 2
+    lab = truth[pos[:, 0], pos[:, 1]].copy()
+    lab[0] = 0
+    mask = np.zeros((H, W), bool)
+    mask[pos[:, 0], pos[:, 1]] = True
+    result = {"grid": [H, W], "phases": 2, "sampling_fraction": n / (H * W), "n_measured": n,
+              "td": 0.05, "td_curve": [[0.01, 0.3], [n / (H * W), 0.05]], "td_random": 0.1,
+              "td_halton": 0.09, "td_curve_random": [[0.1, 0.2], [n / (H * W), 0.1]],
+              "misclassification": 0.02, "c": 8.0, "seconds": 1.5, "positions": pos, "labels": lab,
+              "reconstruction": truth.copy(), "mask": mask, "ground_truth": truth,
+              "erd": rng.random((H, W)).astype(np.float32), "settings": {"fraction": 0.2, "seed": 0}}
+    spectra = rng.poisson(1.0, size=(n, AXIS.size)).astype(np.float32)
+    return result, spectra
+
+
+@pytest.mark.parametrize("suffix", [".hspy", ".zspy", ".npz"])
+def test_export_roundtrip(tmp_path, run_result, suffix):
+    result, spectra = run_result
+    if suffix == ".zspy":
+        _need_zspy()
+    f = export_run(result, tmp_path / f"run{suffix}", spectra=spectra, axis=AXIS, beam_energy_keV=15.0,
+                   pixel_size=2.5, pixel_units="µm")
+    assert is_export_file(f)
+    back = load_export(f)
+    np.testing.assert_array_equal(back["positions"], result["positions"])
+    np.testing.assert_array_equal(back["labels"], result["labels"])
+    np.testing.assert_array_equal(back["reconstruction"], result["reconstruction"])
+    np.testing.assert_array_equal(back["mask"], result["mask"])
+    np.testing.assert_allclose(back["td_curve"], result["td_curve"])
+    np.testing.assert_allclose(back["spectra"], spectra)
+    assert back["energy_axis"] == AXIS
+    assert back["td"] == 0.05 and back["td_random"] == 0.1 and back["settings"]["fraction"] == 0.2
+    assert float(back["export_pixel_size"]) == 2.5
+
+
+def test_hyperspy_loads_the_export_with_the_right_axes(tmp_path, run_result):
+    hs = pytest.importorskip("hyperspy.api")
+    result, spectra = run_result
+    for suffix in (".hspy", ".zspy"):
+        if suffix == ".zspy" and not _zspy_works():
+            continue
+        f = export_run(result, tmp_path / f"run{suffix}", spectra=spectra, axis=AXIS, beam_energy_keV=15.0)
+        s = hs.load(f)
+        assert s.data.shape == (30, AXIS.size)
+        nav, sig = s.axes_manager.navigation_axes[0], s.axes_manager.signal_axes[0]
+        assert nav.name == "measurement" and nav.size == 30
+        assert sig.name == "Energy" and sig.units == "keV"
+        assert sig.offset == pytest.approx(-0.1) and sig.scale == pytest.approx(0.01)
+        assert s.metadata.Signal.signal_type in ("EDS_SEM", "")
+        assert s.metadata.Acquisition_instrument.SEM.beam_energy == 15.0
+        np.testing.assert_array_equal(s.metadata.SLADS.reconstruction, result["reconstruction"])
+        np.testing.assert_array_equal(s.metadata.SLADS.positions, result["positions"])
+        assert json.loads(s.metadata.SLADS.result_json)["td"] == 0.05
+
+
+def test_export_without_spectra_and_bad_input(tmp_path, run_result):
+    result, spectra = run_result
+    f = export_run(result, tmp_path / "nospec.hspy")
+    back = load_export(f)
+    assert back.get("spectra") is None and back["energy_axis"] is None
+    with pytest.raises(InputError, match=".hspy, .zspy or .npz"):
+        export_run(result, tmp_path / "run.txt")
+    with pytest.raises(InputError, match="spectra for"):
+        export_run(result, tmp_path / "r.npz", spectra=spectra[:3], axis=AXIS)
+    with pytest.raises(InputError, match="energy axis"):
+        export_run(result, tmp_path / "r.npz", spectra=spectra)
+    with pytest.raises(InputError, match="positions"):
+        export_run({"reconstruction": np.ones((3, 3))}, tmp_path / "r.npz")
+    with pytest.raises(InputError, match="exists"):
+        export_run(result, f, overwrite=False)
+    with pytest.raises(InputError, match="not found"):
+        load_export(tmp_path / "none.hspy")
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(2))
+    with pytest.raises(InputError, match="not a napari-slads-eds run export"):
+        load_export(other)
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes((tmp_path / "nospec.hspy").read_bytes()[:100])
+    with pytest.raises(InputError):
+        load_export(trunc)
+
+
+def test_reader_opens_exports_runs_spectra_and_micrographs(tmp_path, run_result, sample_dir):
+    result, spectra = run_result
+    f = export_run(result, tmp_path / "run.hspy", spectra=spectra, axis=AXIS, pixel_size=2.0)
+    layers = napari_get_reader(str(f))(str(f))
+    kinds = [t for _, _, t in layers]
+    assert kinds == ["labels", "labels", "image", "points"]
+    pts = layers[-1]
+    assert pts[0].shape == (30, 2) and pts[1]["metadata"]["spectra"].shape == (30, AXIS.size)
+    assert layers[0][1]["scale"] == (2.0, 2.0)
+    # run folder of write_run (slads-eds run): run.npz
+    write_run(dict(result), tmp_path / "out")
+    npz = tmp_path / "out" / "run.npz"
+    assert [t for _, _, t in napari_get_reader(str(npz))(str(npz))][0] == "labels"
+    # a spectrum file: a path layer with the counts in the metadata
+    msa = str(bundled_standards()["Fe"])
+    (data, kw, kind), = napari_get_reader(msa)(msa)
+    assert kind == "shapes" and kw["metadata"]["counts"].size == 4096
+    # a micrograph
+    png = str(sample_dir / "sem_glass_sand_bubbles_bse.png")
+    (img, kw, kind), = napari_get_reader(png)(png)
+    assert kind == "image" and img.ndim == 2
+    # not ours
+    assert napari_get_reader(str(tmp_path / "x.csv")) is None
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.zeros(2))
+    assert napari_get_reader(str(foreign)) is None
+    assert "tensorflow" not in sys.modules
+
+
+def test_reader_spectrum_image_and_pixel_spectrum(tmp_path):
+    counts = np.random.default_rng(2).poisson(0.5, size=(4, 5, 64)).astype(np.uint8)
+    f = tmp_path / "map.npz"
+    np.savez(f, counts=counts, energy_offset_keV=0.0, energy_scale_keV=0.01, image_BSE_5x4=np.ones((4, 5)))
+    layers = napari_get_reader(str(f))(str(f))
+    data, kw, kind = layers[0]
+    assert kind == "image" and data.shape == (4, 5)
+    np.testing.assert_allclose(data, counts.sum(2))
+    e, c = pixel_spectrum(kw["metadata"], 2, 3)
+    assert e.shape == (64,) and e[1] == pytest.approx(0.01)
+    np.testing.assert_array_equal(c, counts[2, 3])
+    assert layers[1][1]["name"].endswith("BSE")
+    with pytest.raises(InputError, match="outside"):
+        pixel_spectrum(kw["metadata"], 4, 0)
+    with pytest.raises(InputError, match="not a spectrum-image layer"):
+        pixel_spectrum({}, 0, 0)
