@@ -20,7 +20,7 @@ def test_rd_approximation_equals_direct_sum(blobs, c):
     s, _ = _measured(blobs, 0.05)
     err = s.reconstruction != blobs
     un = np.flatnonzero(~s.mask.ravel())[::7]
-    d1 = s._nn_d2[un, 0]
+    d1 = s.nearest_d2(un)
     fast = rd_approximation(err, un, d1, c)
     slow = rd_approximation_bruteforce(err, un, d1, c)
     assert np.allclose(fast, slow, rtol=1e-12, atol=1e-12)
@@ -43,7 +43,7 @@ def test_rd_approximation_tracks_true_rd():
         pp = np.vstack([pos, divmod(int(p), 32)])
         rr = reconstruct((32, 32), pp, truth.reshape(-1)[np.append(flat, p)], 2)
         true_rd.append(d0 - np.count_nonzero(rr != truth))
-    approx = rd_approximation(rec != truth, un, s._nn_d2[un, 0], 8.0)
+    approx = rd_approximation(rec != truth, un, s.nearest_d2(un), 8.0)
     r, _ = pearsonr(approx, true_rd)
     assert r > 0.3
     # the pixels with the largest approximate RD improve the reconstruction on average

@@ -208,12 +208,12 @@ def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATE
                 flat = rng.choice(P, n, replace=False)
                 s = Sampler((H, W), n_phases, None, k=k, truth=im)
                 s.update(np.stack(np.divmod(flat, W), axis=1), im.reshape(-1)[flat])
-                unmeasured = np.flatnonzero(~s._measured)
+                unmeasured = s.unmeasured()
                 if unmeasured.size > max_rows_per_mask:
                     unmeasured = np.sort(rng.choice(unmeasured, max_rows_per_mask, replace=False))
                 f = s.features(unmeasured)
-                err = (s._recon != s._truth).reshape(H, W)
-                d1 = s._nn_d2[unmeasured, 0]
+                err = s.error_image()
+                d1 = s.nearest_d2(unmeasured)
                 rd = np.stack([rd_approximation(err, unmeasured, d1, c) for c in cs], axis=1)
                 feats.append(f)
                 rds.append(rd)

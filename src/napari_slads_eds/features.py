@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .reconstruction import WEIGHT_ONE
+from .reconstruction import BIG_D2, vote_weights
 
 __all__ = ["N_FEATURES", "density_radius", "slads_features", "poly2", "N_POLY2"]
 
@@ -62,31 +62,48 @@ def slads_features(pix: np.ndarray, nn_idx: np.ndarray, nn_d2: np.ndarray, point
     -------
     ndarray, shape (n, 6), float64
     """
+    return features_kn(np.asarray(pix), np.ascontiguousarray(np.asarray(nn_idx).T),
+                       np.ascontiguousarray(np.asarray(nn_d2).T), point_labels, recon_flat, shape, r_c)
+
+
+def features_kn(pix, idx_kn, d2_kn, point_labels, recon_flat, shape, r_c) -> np.ndarray:
+    """:func:`slads_features` with the neighbour arrays laid out (k, n) (the sampler's
+    layout: reductions over k are then fast vector additions).  Returns (n, 6) float64
+    (a Fortran-ordered view, so each feature column is contiguous)."""
     H, W = shape
-    n, k = nn_idx.shape
-    out = np.empty((n, N_FEATURES), dtype=np.float64)
+    k, n = idx_kn.shape
+    out = np.empty((N_FEATURES, n), dtype=np.float64)
     if n == 0:
-        return out
-    valid = nn_idx >= 0
-    kk = valid.sum(axis=1)
-    lab = np.where(valid, point_labels[np.maximum(nn_idx, 0)] if point_labels.size else -1, -1)
+        return out.T
+    complete = bool(idx_kn.min() >= 0) if n else True
+    if complete:
+        lab = point_labels[idx_kn]
+        w = vote_weights(d2_kn)
+        kk = k
+    else:
+        valid = idx_kn >= 0
+        lab = np.where(valid, point_labels[np.maximum(idx_kn, 0)] if point_labels.size else -1, -1)
+        w = np.where(valid, vote_weights(d2_kn), 0)
+        kk = np.maximum(valid.sum(axis=0), 1)
     xhat = recon_flat[pix]
-    neq = valid & (lab != xhat[:, None])
-    w = np.where(valid, WEIGHT_ONE // np.maximum(nn_d2, 1), 0)
-    wsum = w.sum(axis=1)
-    out[:, 0] = np.where(wsum > 0, np.where(neq, w, 0).sum(axis=1) / np.maximum(wsum, 1), 0.0)
-    out[:, 1] = np.sqrt(neq.sum(axis=1) / np.maximum(kk, 1))
-    d1 = nn_d2[:, 0]
-    out[:, 2] = np.sqrt(np.where(d1 < (np.int64(1) << 62), d1, H * H + W * W))
-    out[:, 3] = (1.0 + math.pi * r_c * r_c) / (1.0 + (valid & (nn_d2 <= r_c * r_c)).sum(axis=1))
+    neq = lab != xhat
+    if not complete:
+        neq &= valid
+    wsum = w.sum(axis=0)
+    dev = (w * neq).sum(axis=0)
+    out[0] = np.where(wsum > 0, dev / np.maximum(wsum, 1), 0.0)
+    out[1] = np.sqrt(neq.sum(axis=0) / kk)
+    d1 = d2_kn[0]
+    out[2] = np.sqrt(np.where(d1 < BIG_D2, d1, H * H + W * W))
+    near = d2_kn <= r_c * r_c
+    if not complete:
+        near &= valid
+    out[3] = (1.0 + math.pi * r_c * r_c) / (1.0 + near.sum(axis=0))
     r, c = np.divmod(pix, W)
-    left = recon_flat[r * W + np.maximum(c - 1, 0)]
-    right = recon_flat[r * W + np.minimum(c + 1, W - 1)]
-    up = recon_flat[np.maximum(r - 1, 0) * W + c]
-    down = recon_flat[np.minimum(r + 1, H - 1) * W + c]
-    out[:, 4] = left != right
-    out[:, 5] = up != down
-    return out
+    row = r * W
+    out[4] = recon_flat[row + np.maximum(c - 1, 0)] != recon_flat[row + np.minimum(c + 1, W - 1)]
+    out[5] = recon_flat[np.maximum(r - 1, 0) * W + c] != recon_flat[np.minimum(r + 1, H - 1) * W + c]
+    return out.T
 
 
 def poly2(features: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ __all__ = ["knn_exact", "weighted_mode", "reconstruct", "BIG_D2", "WEIGHT_ONE"]
 BIG_D2 = np.int64(1) << 62
 #: Integer vote weight numerator: w = WEIGHT_ONE // d².
 WEIGHT_ONE = np.int64(1) << 40
+_LUT = WEIGHT_ONE // np.maximum(np.arange(1 << 16, dtype=np.int64), 1)
 
 
 def knn_exact(points: np.ndarray, query: np.ndarray, k: int, tree: cKDTree | None = None):
@@ -89,6 +90,46 @@ def _query(tree: cKDTree, q: np.ndarray, kq: int) -> np.ndarray:
     return np.asarray(ind, dtype=np.int64).reshape(len(q), kq)
 
 
+def vote_weights(nn_d2: np.ndarray) -> np.ndarray:
+    """Exact integer vote weights ``WEIGHT_ONE // d²`` (0 for missing neighbours), any shape."""
+    d2 = np.asarray(nn_d2)
+    if d2.size and d2.max() < _LUT.size:
+        return _LUT[d2]
+    return np.where(d2 < BIG_D2, WEIGHT_ONE // np.maximum(d2, 1), 0)
+
+
+def mode_kn(labels_kn: np.ndarray, w_kn: np.ndarray, n_labels: int) -> np.ndarray:
+    """Weighted mode with neighbour arrays laid out (k, n) (the sampler's layout).
+
+    Parameters
+    ----------
+    labels_kn : ndarray (k, n), int; labels of the neighbours (< 1 for missing ones)
+    w_kn : ndarray (k, n), int64; vote weights (0 for missing ones), see :func:`vote_weights`
+    n_labels : int
+
+    Returns
+    -------
+    ndarray (n,), int16: label of the largest summed weight, ties to the lowest label,
+    0 without neighbours.
+    """
+    n = labels_kn.shape[1]
+    out = np.zeros(n, dtype=np.int16)
+    if n == 0:
+        return out
+    total = w_kn.sum(axis=0)
+    best = np.zeros(n, dtype=np.int64)
+    rest = total.copy()
+    for lab in range(1, int(n_labels) + 1):
+        # the last label's votes are what the others leave (weights are exact integers)
+        v = rest if lab == n_labels else (w_kn * (labels_kn == lab)).sum(axis=0)
+        if lab != n_labels:
+            rest -= v
+        better = v > best
+        out[better] = lab
+        best[better] = v[better]
+    return out
+
+
 def weighted_mode(nn_labels: np.ndarray, nn_d2: np.ndarray, n_labels: int) -> np.ndarray:
     """Weighted mode of neighbour labels with weights 1/d² (exact integer weights).
 
@@ -97,7 +138,7 @@ def weighted_mode(nn_labels: np.ndarray, nn_d2: np.ndarray, n_labels: int) -> np
     nn_labels : ndarray, shape (n, k), integer
         Labels of the neighbours, -1 (or any value < 1) for missing neighbours.
     nn_d2 : ndarray, shape (n, k), int64
-        Squared distances (> 0).
+        Squared distances (> 0), :data:`BIG_D2` for missing neighbours.
     n_labels : int
         L: labels run 1..L.
 
@@ -107,18 +148,10 @@ def weighted_mode(nn_labels: np.ndarray, nn_d2: np.ndarray, n_labels: int) -> np
         The label with the largest summed weight; ties go to the lowest label; 0 when a
         pixel has no neighbour.
     """
-    n = nn_labels.shape[0]
-    out = np.zeros(n, dtype=np.int16)
-    if n == 0:
-        return out
-    w = WEIGHT_ONE // np.maximum(nn_d2, 1)
-    best = np.zeros(n, dtype=np.int64)
-    for lab in range(1, int(n_labels) + 1):
-        v = np.where(nn_labels == lab, w, 0).sum(axis=1)
-        better = v > best
-        out[better] = lab
-        best[better] = v[better]
-    return out
+    lab = np.ascontiguousarray(np.asarray(nn_labels).T)
+    w = vote_weights(np.ascontiguousarray(np.asarray(nn_d2).T))
+    w = np.where(lab >= 1, w, 0)
+    return mode_kn(lab, w, n_labels)
 
 
 def reconstruct(shape, positions, labels, n_phases: int | None = None, k: int = 10) -> np.ndarray:

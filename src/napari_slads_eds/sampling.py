@@ -22,8 +22,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ._validation import InputError, check_label_image, check_positions
-from .features import density_radius, slads_features
-from .reconstruction import BIG_D2, knn_exact, weighted_mode
+from .features import density_radius, features_kn
+from .reconstruction import BIG_D2, knn_exact, mode_kn, vote_weights
 
 __all__ = ["Sampler", "initial_positions", "random_order", "halton_order", "StepRecord"]
 
@@ -128,14 +128,22 @@ class Sampler:
     truth : ndarray, shape (H, W), optional
         Ground-truth phase map (labels 1..L); when given, TD (eq. 19) is kept up to date.
     full_recompute : bool
-        Recompute everything at every step (reference implementation for tests).
+        Recompute everything after every operation (reference implementation for tests).
+
+    Notes
+    -----
+    Positions returned by ``select(b, mode="pseudo")`` are *in flight*: they carry their
+    reconstructed label as a pseudo-measurement (Zhang et al. 2018) until
+    :meth:`update` gives their measured label, so the next batch can be chosen while the
+    current one is being measured.  The measurement mask and ``n_measured`` count
+    finished measurements only; in-flight pixels are never selected again.
 
     Attributes
     ----------
     mask : ndarray (H, W) bool
         Measurement mask.
     reconstruction : ndarray (H, W) int16
-    erd_map : ndarray (H, W) float32, NaN at measured pixels
+    erd_map : ndarray (H, W) float32, NaN at measured and in-flight pixels
     td : float or None
         Total distortion, fraction of wrongly reconstructed pixels.
     """
@@ -157,19 +165,24 @@ class Sampler:
         self.full_recompute = bool(full_recompute)
         self.r_c = density_radius(self.P)
         P = self.P
-        self._measured = np.zeros(P, dtype=bool)
-        self._valid = np.zeros(P, dtype=bool)        # measured with a phase label
+        self._taken = np.zeros(P, dtype=bool)         # measured or in flight
+        self._measured = np.zeros(P, dtype=bool)      # measurement finished
+        self._pending = np.zeros(P, dtype=bool)       # in flight (pseudo-measurement)
+        self._valid = np.zeros(P, dtype=bool)         # hosts a point with a phase label
         self._meas_label = np.full(P, -1, dtype=np.int16)
-        self._order: list[np.ndarray] = []           # measured flat indices, in order
+        self._order: list[np.ndarray] = []            # measured flat indices, in order
         self._n_measured = 0
-        self._pts = np.zeros((max(64, P // 16), 2), dtype=np.int64)
-        self._pt_label = np.zeros(max(64, P // 16), dtype=np.int16)
-        self._pt_alive = np.zeros(max(64, P // 16), dtype=bool)
+        cap = max(64, P // 16)
+        self._pts = np.zeros((cap, 2), dtype=np.int64)
+        self._pt_label = np.zeros(cap, dtype=np.int16)
+        self._pt_alive = np.zeros(cap, dtype=bool)
         self._pt_of_pixel = np.full(P, -1, dtype=np.int64)
         self._n_pts = 0
-        self._nn_idx = np.full((P, self.k), -1, dtype=np.int32)
-        self._nn_d2 = np.full((P, self.k), BIG_D2, dtype=np.int64)
-        self._d2k = np.full(P, BIG_D2, dtype=np.int64)   # -1 at valid measured pixels
+        # neighbour lists laid out (k, P): reductions over the k neighbours of a set of
+        # pixels are then vector additions over contiguous rows
+        self._nn_idx = np.full((self.k, P), -1, dtype=np.int32)
+        self._nn_d2 = np.full((self.k, P), BIG_D2, dtype=np.int64)
+        self._d2k = np.full(P, BIG_D2, dtype=np.int64)   # -1 at pixels hosting a point
         self._recon = np.zeros(P, dtype=np.int16)
         self._erd = np.full(P, -np.inf, dtype=np.float64)
         self._row_max = np.full(H, -np.inf)
@@ -184,12 +197,20 @@ class Sampler:
             self._truth = t.reshape(-1).copy()
         self._rows = np.arange(H)
         self._cols = np.arange(W)
+        self._kr = np.arange(self.k)[:, None]
+        self._d2k_stale = 0
         self._full_rebuild()
 
     # ---------------------------------------------------------------- public state
     @property
     def n_measured(self) -> int:
+        """Finished measurements |S|."""
         return self._n_measured
+
+    @property
+    def n_pending(self) -> int:
+        """Positions in flight (selected with pseudo-measurements, not yet measured)."""
+        return int(np.count_nonzero(self._pending))
 
     @property
     def fraction(self) -> float:
@@ -198,16 +219,19 @@ class Sampler:
 
     @property
     def mask(self) -> np.ndarray:
+        """Measurement mask (H, W) bool."""
         return self._measured.reshape(self.shape).copy()
 
     @property
     def reconstruction(self) -> np.ndarray:
+        """Reconstructed phase map (H, W) int16 (labels 1..L, 0 = nothing known yet)."""
         return self._recon.reshape(self.shape).copy()
 
     @property
     def erd_map(self) -> np.ndarray:
+        """ERD (H, W) float32, NaN where measured or in flight."""
         e = self._erd.astype(np.float32)
-        e[self._measured] = np.nan
+        e[self._taken] = np.nan
         return e.reshape(self.shape)
 
     @property
@@ -231,16 +255,31 @@ class Sampler:
     def record(self) -> StepRecord:
         return StepRecord(self._n_measured, self.fraction, self.td)
 
+    def error_image(self) -> np.ndarray:
+        """[X ≠ X̂] (H, W) bool against the ground truth (needs ``truth``)."""
+        if self._truth is None:
+            raise InputError("the sampler has no ground truth")
+        return (self._recon != self._truth).reshape(self.shape)
+
+    def nearest_d2(self, pix) -> np.ndarray:
+        """Squared distance (pixels²) from flat pixels ``pix`` to their nearest
+        phase-labelled measurement (int64; huge when there is none)."""
+        return self._nn_d2[0, np.asarray(pix, dtype=np.int64)].copy()
+
+    def unmeasured(self) -> np.ndarray:
+        """Flat indices of the pixels that are neither measured nor in flight."""
+        return np.flatnonzero(~self._taken)
+
     # ---------------------------------------------------------------- measuring
     def update(self, positions, labels) -> None:
-        """Add measurements (in order).
+        """Add measurements (in order), or finish in-flight ones.
 
         Parameters
         ----------
         positions : array_like, shape (n, 2), int (row, col)
-            Unmeasured pixels.
+            Unmeasured or in-flight pixels.
         labels : array_like, shape (n,), int in 0..L
-            Their labels (0 = ill-spectrum).
+            Their measured labels (0 = ill-spectrum).
 
         Raises
         ------
@@ -257,20 +296,45 @@ class Sampler:
         flat = pos[:, 0] * self.shape[1] + pos[:, 1]
         if np.unique(flat).size != flat.size or self._measured[flat].any():
             raise InputError("positions: each position must be an unmeasured pixel, listed once")
-        if self.full_recompute:
-            self._mark_measured(flat, lab)
-            self._full_rebuild()
-            return
+        fresh = ~self._pending[flat]
         # Sequential local inserts cost about k * P / n_points pixels each; when the batch is
-        # large against the points already measured, one full rebuild is cheaper (and
-        # gives the same state).
-        if self._n_pts < 2 * self.k or flat.size > max(64, self._n_pts // 4):
-            self._mark_measured(flat, lab)
-            self._full_rebuild()
-            return
+        # large against the points already there, one full rebuild is cheaper (same state).
+        n_fresh = int(np.count_nonzero(fresh))
+        bulk = self.full_recompute or (n_fresh and (self._n_pts < 2 * self.k
+                                                    or n_fresh > max(64, self._n_pts // 4)))
+        self._order.append(flat.copy())
+        self._n_measured += flat.size
         for f, l in zip(flat.tolist(), lab.tolist()):
-            self._mark_measured(np.array([f]), np.array([l], dtype=np.int16))
-            self._local_insert(f, l)
+            self._measured[f] = True
+            self._meas_label[f] = l
+            if self._pending[f]:
+                self._pending[f] = False
+                j = int(self._pt_of_pixel[f])
+                if j < 0:                  # pseudo-measured without a label (nothing known)
+                    if l > 0:
+                        j = self._add_point(f, l)
+                        if not bulk:
+                            self._local_insert(f, j)
+                elif l == 0:
+                    self._pt_alive[j] = False
+                    self._pt_of_pixel[f] = -1
+                    self._valid[f] = False
+                    if not bulk:
+                        self._local_remove(f, j)
+                elif l != self._pt_label[j]:
+                    self._pt_label[j] = l
+                    if not bulk:
+                        self._local_relabel(f, j)
+            else:
+                self._take(f)
+                if l > 0:
+                    j = self._add_point(f, l)
+                    if not bulk:
+                        self._local_insert(f, j)
+                elif not bulk:
+                    self._refresh_rows_around(f)
+        if bulk:
+            self._full_rebuild()
 
     def select(self, batch: int = 1, mode: str = "top") -> np.ndarray:
         """Next positions to measure: the pixels of largest ERD (eq. 5).
@@ -280,14 +344,14 @@ class Sampler:
         batch : int
             Number of positions b.
         mode : {"top", "pseudo"}
-            "top": the b largest ERD values of the current map.  "pseudo": pick the
-            argmax, insert its reconstructed label as a pseudo-measurement, update
-            locally, pick again (Zhang et al.); the pseudo-measurements are removed
-            before returning, so the state is unchanged.
+            "top": the b largest ERD values of the current map; the state is unchanged.
+            "pseudo": pick the argmax, insert its reconstructed label as a
+            pseudo-measurement, update locally, pick again (Zhang et al. 2018); the picks
+            stay in flight until :meth:`update` gives their measured labels.
 
         Returns
         -------
-        ndarray, shape (b', 2), int64 (row, col), b' = min(b, unmeasured pixels)
+        ndarray, shape (b', 2), int64 (row, col), b' = min(b, selectable pixels)
 
         Raises
         ------
@@ -299,58 +363,72 @@ class Sampler:
         b = int(batch)
         if b < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
-        remaining = self.P - self._n_measured
-        b = min(b, remaining)
-        if b == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        if mode == "top" or b == 1:
-            if b == 1:
-                flat = np.array([self._argmax()])
-            else:
-                cand = np.flatnonzero(~self._measured)
-                e = self._erd[cand]
-                part = np.argpartition(-e, b - 1)[:b]
-                # deterministic order: ERD descending, then pixel index
-                o = np.lexsort((cand[part], -e[part]))
-                flat = cand[part][o]
-        elif mode == "pseudo":
-            flat = self._select_pseudo(b)
-        else:
+        if mode not in ("top", "pseudo"):
             raise InputError(f"mode must be 'top' or 'pseudo', got {mode!r}")
+        b = min(b, self.P - int(np.count_nonzero(self._taken)))
+        if b <= 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        if mode == "pseudo":
+            flat = np.empty(b, dtype=np.int64)
+            for i in range(b):
+                f = self._argmax()
+                flat[i] = f
+                self._take(f)
+                self._pending[f] = True
+                lab = int(self._recon[f])
+                if lab > 0:
+                    j = self._add_point(f, lab)
+                    if self.full_recompute:
+                        self._full_rebuild()
+                    else:
+                        self._local_insert(f, j)
+                elif self.full_recompute:
+                    self._full_rebuild()
+                else:
+                    self._refresh_rows_around(f)
+        elif b == 1:
+            flat = np.array([self._argmax()])
+        else:
+            cand = np.flatnonzero(~self._taken)
+            e = self._erd[cand]
+            part = np.argpartition(-e, b - 1)[:b]
+            o = np.lexsort((cand[part], -e[part]))     # ERD descending, then pixel index
+            flat = cand[part][o]
         return np.stack(np.divmod(flat, self.shape[1]), axis=1)
 
-    # ---------------------------------------------------------------- internals
+    def features(self, pix=None) -> np.ndarray:
+        """SLADS features (n, 6) of flat pixels ``pix`` (default: every selectable pixel)."""
+        if pix is None:
+            pix = np.flatnonzero(~self._taken)
+        pix = np.asarray(pix, dtype=np.int64)
+        return features_kn(pix, *self._nn(pix), self._pt_label, self._recon,
+                           self.shape, self.r_c)
+
+    # ---------------------------------------------------------------- bookkeeping
     def _argmax(self) -> int:
         r = int(np.argmax(self._row_max))
         return r * self.shape[1] + int(self._row_arg[r])
 
-    def _grow_points(self, need: int) -> None:
-        cap = self._pts.shape[0]
-        if need <= cap:
-            return
-        new = max(need, 2 * cap)
-        self._pts = np.resize(self._pts, (new, 2))
-        self._pt_label = np.resize(self._pt_label, new)
-        alive = np.zeros(new, dtype=bool)
-        alive[:cap] = self._pt_alive
-        self._pt_alive = alive
+    def _take(self, f: int) -> None:
+        self._taken[f] = True
+        self._erd[f] = -np.inf
 
-    def _mark_measured(self, flat: np.ndarray, lab: np.ndarray) -> None:
-        self._order.append(np.asarray(flat, dtype=np.int64))
-        self._n_measured += flat.size
-        self._measured[flat] = True
-        self._meas_label[flat] = lab
-        self._erd[flat] = -np.inf
-        v = flat[lab > 0]
-        if v.size:
-            self._grow_points(self._n_pts + v.size)
-            ids = np.arange(self._n_pts, self._n_pts + v.size)
-            self._pts[ids] = np.stack(np.divmod(v, self.shape[1]), axis=1)
-            self._pt_label[ids] = lab[lab > 0]
-            self._pt_alive[ids] = True
-            self._pt_of_pixel[v] = ids
-            self._n_pts += v.size
-            self._valid[v] = True
+    def _add_point(self, f: int, lab: int) -> int:
+        j = self._n_pts
+        if j >= self._pts.shape[0]:
+            new = 2 * self._pts.shape[0]
+            self._pts = np.resize(self._pts, (new, 2))
+            self._pt_label = np.resize(self._pt_label, new)
+            alive = np.zeros(new, dtype=bool)
+            alive[:j] = self._pt_alive[:j]
+            self._pt_alive = alive
+        self._pts[j] = divmod(f, self.shape[1])
+        self._pt_label[j] = lab
+        self._pt_alive[j] = True
+        self._pt_of_pixel[f] = j
+        self._valid[f] = True
+        self._n_pts += 1
+        return j
 
     def _full_rebuild(self) -> None:
         """Recompute neighbours, reconstruction, features, ERD and row maxima everywhere."""
@@ -362,106 +440,45 @@ class Sampler:
         idx = np.where(idx >= 0, alive[np.maximum(idx, 0)] if alive.size else -1, -1).astype(np.int32)
         self._nn_idx[:] = -1
         self._nn_d2[:] = BIG_D2
-        self._nn_idx[q] = idx
-        self._nn_d2[q] = d2
+        self._nn_idx[:, q] = idx.T
+        self._nn_d2[:, q] = d2.T
         self._d2k[:] = -1
         self._d2k[q] = d2[:, -1]
         recon = np.zeros(self.P, dtype=np.int16)
-        recon[q] = self._mode_of(idx, d2)
+        recon[q] = self._mode_of(*self._nn(q))
         v = np.flatnonzero(self._valid)
-        recon[v] = self._meas_label[v]
+        recon[v] = self._pt_label[self._pt_of_pixel[v]]
         self._recon = recon
         if self._truth is not None:
             self._wrong = int(np.count_nonzero(recon != self._truth))
         self._erd[:] = -np.inf
-        u = np.flatnonzero(~self._measured)
-        if self.erd_model is not None and u.size:
-            self._erd[u] = self._predict(u)
+        u = np.flatnonzero(~self._taken)
+        if self.erd_model is not None:
+            for a in range(0, u.size, 1 << 16):
+                self._erd[u[a:a + (1 << 16)]] = self._predict(u[a:a + (1 << 16)])
         self._row_d2k = self._d2k.reshape(H, W).max(axis=1)
+        self._d2k_stale = 0
         e2 = self._erd.reshape(H, W)
         self._row_arg = e2.argmax(axis=1)
         self._row_max = e2[self._rows, self._row_arg]
 
+    def _nn(self, pix):
+        """Neighbour indices and squared distances of flat pixels ``pix``, each (k, n)
+        C-contiguous (``np.take``; plain fancy indexing would return Fortran order)."""
+        return np.take(self._nn_idx, pix, axis=1), np.take(self._nn_d2, pix, axis=1)
+
     def _mode_of(self, idx: np.ndarray, d2: np.ndarray) -> np.ndarray:
-        lab = np.where(idx >= 0, self._pt_label[np.maximum(idx, 0)], -1)
-        return weighted_mode(lab, d2, self.L)
+        """Weighted mode of neighbour arrays (k, n)."""
+        if idx.size == 0 or idx.min() >= 0:
+            return mode_kn(self._pt_label[idx], vote_weights(d2), self.L)
+        valid = idx >= 0
+        lab = np.where(valid, self._pt_label[np.maximum(idx, 0)], -1)
+        return mode_kn(lab, np.where(valid, vote_weights(d2), 0), self.L)
 
     def _predict(self, pix: np.ndarray) -> np.ndarray:
-        f = slads_features(pix, self._nn_idx[pix], self._nn_d2[pix], self._pt_label, self._recon,
-                           self.shape, self.r_c)
+        f = features_kn(pix, *self._nn(pix), self._pt_label, self._recon,
+                        self.shape, self.r_c)
         return np.asarray(self.erd_model.predict(f), dtype=np.float64).reshape(-1)
-
-    def features(self, pix=None) -> np.ndarray:
-        """SLADS features (n, 6) of flat pixels ``pix`` (default: every unmeasured pixel)."""
-        if pix is None:
-            pix = np.flatnonzero(~self._measured)
-        pix = np.asarray(pix, dtype=np.int64)
-        return slads_features(pix, self._nn_idx[pix], self._nn_d2[pix], self._pt_label, self._recon,
-                              self.shape, self.r_c)
-
-    def _window(self, r0: int, c0: int):
-        """Window (row slice, col slice) that contains every pixel p with
-        |p - (r0, c0)|² < d_k(p)², from the per-row maxima of d_k²."""
-        H, W = self.shape
-        m = int(self._row_d2k.max())
-        if m >= BIG_D2 or m < 0:
-            if m < 0:
-                return None
-            return slice(0, H), slice(0, W)
-        rad = math.isqrt(m) + 1
-        for _ in range(2):   # refine with the rows the window can reach
-            lo, hi = max(0, r0 - rad), min(H, r0 + rad + 1)
-            m2 = int(self._row_d2k[lo:hi].max())
-            if m2 < 0:
-                return None
-            new = math.isqrt(m2) + 1
-            if new >= rad:
-                break
-            rad = new
-        return (slice(max(0, r0 - rad), min(H, r0 + rad + 1)),
-                slice(max(0, c0 - rad), min(W, c0 + rad + 1)))
-
-    def _local_insert(self, f: int, label: int) -> None:
-        """Exact local update after measuring flat pixel ``f`` with ``label``."""
-        H, W = self.shape
-        r0, c0 = divmod(f, W)
-        if label <= 0:
-            # an ill-spectrum: measured, but not a neighbour of anything
-            self._refresh_rows(np.array([r0]))
-            return
-        j = int(self._pt_of_pixel[f])
-        # s is now a phase-labelled measurement
-        self._d2k[f] = -1
-        win = self._window(r0, c0)
-        changed = [np.array([f])]
-        if win is not None:
-            rs, cs = win
-            dr = (self._rows[rs] - r0) ** 2
-            dc = (self._cols[cs] - c0) ** 2
-            dd = dr[:, None] + dc[None, :]
-            d2k_w = self._d2k.reshape(H, W)[rs, cs]
-            ar, ac = np.nonzero(dd < d2k_w)
-            A = (ar + rs.start) * W + (ac + cs.start)
-            if A.size:
-                dnew = dd[ar, ac].astype(np.int64)
-                cat_d2 = np.concatenate([self._nn_d2[A], dnew[:, None]], axis=1)
-                cat_idx = np.concatenate([self._nn_idx[A], np.full((A.size, 1), j, np.int32)], axis=1)
-                order = np.argsort(cat_d2, axis=1, kind="stable")[:, : self.k]
-                nd2 = np.take_along_axis(cat_d2, order, axis=1)
-                nidx = np.take_along_axis(cat_idx, order, axis=1)
-                self._nn_d2[A] = nd2
-                self._nn_idx[A] = nidx
-                self._d2k[A] = nd2[:, -1]
-                newrec = self._mode_of(nidx, nd2)
-                ch = newrec != self._recon[A]
-                if ch.any():
-                    C = A[ch]
-                    self._set_recon(C, newrec[ch])
-                    changed.append(C)
-        old = self._recon[f]
-        if old != label:
-            self._set_recon(np.array([f]), np.array([label], dtype=np.int16))
-        self._refresh(changed, A if (win is not None and A.size) else None)
 
     def _set_recon(self, pix: np.ndarray, new: np.ndarray) -> None:
         if self._truth is not None:
@@ -469,52 +486,202 @@ class Sampler:
             self._wrong += int(np.count_nonzero(new != t)) - int(np.count_nonzero(self._recon[pix] != t))
         self._recon[pix] = new
 
-    def _refresh(self, changed: list, A) -> None:
-        """Recompute ERD for A and the 4-neighbourhoods of changed pixels; update maxima."""
+    # ---------------------------------------------------------------- local updates
+    def _window(self, r0: int, c0: int):
+        """Row and column bounds of a window around (r0, c0) that holds every pixel p
+        with |p - (r0, c0)|² <= d_k(p)² (from the per-row maxima of d_k²), plus one pixel
+        of margin for the gradient features."""
         H, W = self.shape
-        C = np.concatenate(changed)
-        r, c = np.divmod(C, W)
-        nb = np.concatenate([C,
-                             r * W + np.maximum(c - 1, 0), r * W + np.minimum(c + 1, W - 1),
-                             np.maximum(r - 1, 0) * W + c, np.minimum(r + 1, H - 1) * W + c])
-        U = nb if A is None else np.concatenate([A, nb])
-        U = np.unique(U)
-        U = U[~self._measured[U]]
-        if U.size and self.erd_model is not None:
-            self._erd[U] = self._predict(U)
-        rows = np.unique(np.concatenate([U // W, C // W]))
-        self._refresh_rows(rows)
+        m = int(self._row_d2k.max())
+        if m >= BIG_D2:
+            return 0, H, 0, W
+        rad = math.isqrt(max(m, 0)) + 1
+        for _ in range(2):   # refine with the rows the window can reach
+            lo, hi = max(0, r0 - rad), min(H, r0 + rad + 1)
+            new = math.isqrt(max(int(self._row_d2k[lo:hi].max()), 0)) + 1
+            if new >= rad:
+                break
+            rad = new
+        return max(0, r0 - rad), min(H, r0 + rad + 1), max(0, c0 - rad), min(W, c0 + rad + 1)
 
-    def _refresh_rows(self, rows: np.ndarray) -> None:
+    def _local_insert(self, f: int, j: int) -> None:
+        """Exact local update after adding point ``j`` at flat pixel ``f``."""
         H, W = self.shape
-        e2 = self._erd.reshape(H, W)[rows]
-        arg = e2.argmax(axis=1)
-        self._row_arg[rows] = arg
-        self._row_max[rows] = e2[np.arange(rows.size), arg]
-        self._row_d2k[rows] = self._d2k.reshape(H, W)[rows].max(axis=1)
+        r0, c0 = divmod(f, W)
+        self._d2k[f] = -1
+        rl, rh, cl, ch = self._window(r0, c0)
+        dd = ((self._rows[rl:rh] - r0) ** 2)[:, None] + ((self._cols[cl:ch] - c0) ** 2)[None, :]
+        aff = dd < self._d2k.reshape(H, W)[rl:rh, cl:ch]
+        chg = np.zeros_like(aff)
+        ar, ac = np.nonzero(aff)
+        if ar.size:
+            A = (ar + rl) * W + (ac + cl)
+            dnew = dd[ar, ac]
+            cur_idx, cur_d2 = self._nn(A)
+            # insert after the neighbours at the same distance (they have lower indices)
+            pos = (cur_d2 <= dnew).sum(axis=0)
+            kr = self._kr
+            before, here = kr < pos, kr == pos
+            nd2 = np.where(before, cur_d2, np.where(here, dnew, np.concatenate([cur_d2[:1], cur_d2[:-1]])))
+            nidx = np.where(before, cur_idx, np.where(here, np.int32(j),
+                                                      np.concatenate([cur_idx[:1], cur_idx[:-1]])))
+            self._nn_d2[:, A] = nd2
+            self._nn_idx[:, A] = nidx
+            self._d2k[A] = nd2[-1]
+            newrec = self._mode_of(nidx, nd2)
+            ch_ = newrec != self._recon[A]
+            if ch_.any():
+                self._set_recon(A[ch_], newrec[ch_])
+                chg[ar[ch_], ac[ch_]] = True
+        lab = self._pt_label[j]
+        if self._recon[f] != lab:
+            self._set_recon(np.array([f]), np.array([lab], dtype=np.int16))
+            chg[r0 - rl, c0 - cl] = True
+        self._refresh_window(rl, rh, cl, ch, aff, chg)
 
-    def _select_pseudo(self, b: int) -> np.ndarray:
-        """Pseudo-measurement batch: argmax, insert the reconstructed label, repeat."""
-        # snapshot the arrays a local insert touches, and restore them afterwards
-        saved = {name: getattr(self, name).copy() for name in
-                 ("_measured", "_valid", "_meas_label", "_nn_idx", "_nn_d2", "_d2k", "_recon", "_erd",
-                  "_row_max", "_row_arg", "_row_d2k", "_pt_of_pixel")}
-        saved_scalars = (self._n_measured, self._n_pts, self._wrong, len(self._order))
-        picks = []
-        try:
-            for _ in range(b):
-                f = self._argmax()
-                if self._measured[f]:
-                    break
-                picks.append(f)
-                lab = int(self._recon[f])
-                self._mark_measured(np.array([f]), np.array([lab], dtype=np.int16))
-                self._local_insert(f, lab)
-        finally:
-            for name, arr in saved.items():
-                setattr(self, name, arr)
-            n_meas, n_pts, wrong, n_order = saved_scalars
-            self._pt_alive[n_pts:self._n_pts] = False
-            self._n_measured, self._n_pts, self._wrong = n_meas, n_pts, wrong
-            del self._order[n_order:]
-        return np.array(picks, dtype=np.int64)
+    def _pixels_using(self, j: int, rl: int, rh: int, cl: int, ch: int) -> np.ndarray:
+        """Window mask of the pixels that have point ``j`` among their k neighbours."""
+        H, W = self.shape
+        sub = self._nn_idx.reshape(self.k, H, W)[:, rl:rh, cl:ch]
+        return (sub == j).any(axis=0) & ~self._valid.reshape(H, W)[rl:rh, cl:ch]
+
+    def _local_relabel(self, f: int, j: int) -> None:
+        """Point ``j`` at ``f`` changed its label (a pseudo-measurement was measured)."""
+        H, W = self.shape
+        r0, c0 = divmod(f, W)
+        rl, rh, cl, ch = self._window(r0, c0)
+        hits = self._pixels_using(j, rl, rh, cl, ch)
+        chg = np.zeros_like(hits)
+        hr, hc = np.nonzero(hits)
+        if hr.size:
+            Q = (hr + rl) * W + (hc + cl)
+            newrec = self._mode_of(*self._nn(Q))
+            ch_ = newrec != self._recon[Q]
+            if ch_.any():
+                self._set_recon(Q[ch_], newrec[ch_])
+                chg[hr[ch_], hc[ch_]] = True
+        self._set_recon(np.array([f]), np.array([self._pt_label[j]], dtype=np.int16))
+        chg[r0 - rl, c0 - cl] = True
+        self._refresh_window(rl, rh, cl, ch, hits, chg)
+
+    def _local_remove(self, f: int, j: int) -> None:
+        """Point ``j`` at ``f`` was removed (its pseudo-measurement turned out ill)."""
+        H, W = self.shape
+        r0, c0 = divmod(f, W)
+        rl, rh, cl, ch = self._window(r0, c0)
+        hits = self._pixels_using(j, rl, rh, cl, ch)
+        hits[r0 - rl, c0 - cl] = True          # f itself needs neighbours now
+        hr, hc = np.nonzero(hits)
+        Q = (hr + rl) * W + (hc + cl)
+        idx, d2 = self._knn_local(Q)
+        self._nn_idx[:, Q] = idx.T
+        self._nn_d2[:, Q] = d2.T
+        self._d2k[Q] = d2[:, -1]
+        newrec = self._mode_of(*self._nn(Q))
+        chg = np.zeros_like(hits)
+        ch_ = newrec != self._recon[Q]
+        if ch_.any():
+            self._set_recon(Q[ch_], newrec[ch_])
+            chg[hr[ch_], hc[ch_]] = True
+        self._refresh_window(rl, rh, cl, ch, hits, chg, d2k_grew=True)
+
+    def _knn_local(self, Q: np.ndarray):
+        """Exact k nearest alive points of pixels ``Q`` from a growing window of points."""
+        H, W = self.shape
+        k = self.k
+        qr, qc = np.divmod(Q, W)
+        idx = np.full((Q.size, k), -1, dtype=np.int32)
+        d2 = np.full((Q.size, k), BIG_D2, dtype=np.int64)
+        todo = np.arange(Q.size)
+        pmap = self._pt_of_pixel.reshape(H, W)
+        rad = max(4, math.isqrt(max(int(self._row_d2k.max()), 0)) + 2)
+        while todo.size:
+            rl, rh = max(0, int(qr[todo].min()) - rad), min(H, int(qr[todo].max()) + rad + 1)
+            cl, ch = max(0, int(qc[todo].min()) - rad), min(W, int(qc[todo].max()) + rad + 1)
+            sub = pmap[rl:rh, cl:ch]
+            pr, pc = np.nonzero(sub >= 0)
+            ids = sub[pr, pc]
+            keep = self._pt_alive[ids]
+            pr, pc, ids = pr[keep] + rl, pc[keep] + cl, ids[keep]
+            whole = rl == 0 and cl == 0 and rh == H and ch == W
+            if ids.size:
+                dd = (qr[todo, None] - pr[None, :]) ** 2 + (qc[todo, None] - pc[None, :]) ** 2
+                key = dd * (self._n_pts + 1) + ids[None, :]
+                kk = min(k, ids.size)
+                part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if ids.size > kk else \
+                    np.broadcast_to(np.arange(ids.size), (todo.size, ids.size))
+                pk = np.take_along_axis(key, part, axis=1)
+                o = np.argsort(pk, axis=1)
+                sel = np.take_along_axis(part, o, axis=1)
+                sd = np.take_along_axis(dd, sel, axis=1)
+                si = ids[sel]
+            else:
+                kk = 0
+            if whole:
+                ok = np.ones(todo.size, dtype=bool)
+            else:
+                # points outside the window are at Chebyshev distance > margin
+                margin = np.minimum.reduce([
+                    np.where(rl > 0, qr[todo] - rl, H), np.where(rh < H, rh - 1 - qr[todo], H),
+                    np.where(cl > 0, qc[todo] - cl, W), np.where(ch < W, ch - 1 - qc[todo], W)])
+                ok = (kk == k) & (sd[:, -1] < (margin + 1) ** 2) if kk else np.zeros(todo.size, dtype=bool)
+            done = todo[ok]
+            if kk:
+                idx[done, :kk] = si[ok]
+                d2[done, :kk] = sd[ok]
+            todo = todo[~ok]
+            rad *= 2
+        return idx, d2
+
+    def _refresh_window(self, rl, rh, cl, ch, aff, chg, d2k_grew: bool = False) -> None:
+        """New ERD for the affected pixels and the 4-neighbours of changed ones; row maxima."""
+        H, W = self.shape
+        U = aff | chg
+        U[1:] |= chg[:-1]
+        U[:-1] |= chg[1:]
+        U[:, 1:] |= chg[:, :-1]
+        U[:, :-1] |= chg[:, 1:]
+        U &= ~self._taken.reshape(H, W)[rl:rh, cl:ch]
+        ur, uc = np.nonzero(U)
+        if ur.size and self.erd_model is not None:
+            self._erd[(ur + rl) * W + (uc + cl)] = self._predict((ur + rl) * W + (uc + cl))
+        self._refresh_rows(rl, rh, cl, ch, d2k_grew)
+
+    def _refresh_rows_around(self, f: int) -> None:
+        r0, c0 = divmod(f, self.shape[1])
+        self._refresh_rows(r0, r0 + 1, c0, c0 + 1)
+
+    def _refresh_rows(self, rl, rh, cl, ch, d2k_grew: bool = False) -> None:
+        """Row maxima of the ERD and of d_k² after values changed only in the window."""
+        H, W = self.shape
+        e2 = self._erd.reshape(H, W)
+        ew = e2[rl:rh, cl:ch]
+        warg = ew.argmax(axis=1)
+        rows = self._rows[rl:rh]
+        wmax = ew[np.arange(rh - rl), warg]
+        warg = warg + cl
+        old_arg = self._row_arg[rl:rh]
+        old_max = self._row_max[rl:rh]
+        inside = (old_arg >= cl) & (old_arg < ch)
+        # rows whose previous maximum lay outside the window: compare with the window part
+        better = (wmax > old_max) | ((wmax == old_max) & (warg < old_arg))
+        upd = ~inside & better
+        self._row_max[rl:rh] = np.where(upd, wmax, old_max)
+        self._row_arg[rl:rh] = np.where(upd, warg, old_arg)
+        # rows whose previous maximum lay inside: recompute the whole row
+        ri = rows[inside]
+        if ri.size:
+            full = e2[ri]
+            a = full.argmax(axis=1)
+            self._row_arg[ri] = a
+            self._row_max[ri] = full[np.arange(ri.size), a]
+        # The row maxima of d_k² only bound the update windows: after an insert d_k only
+        # shrinks, so stale maxima stay valid bounds and are refreshed now and then; after
+        # a removal d_k can grow and the rows are refreshed at once.
+        if d2k_grew:
+            self._row_d2k[rl:rh] = self._d2k.reshape(H, W)[rl:rh].max(axis=1)
+        else:
+            self._d2k_stale += 1
+            if self._d2k_stale >= 64:
+                self._row_d2k = self._d2k.reshape(H, W).max(axis=1)
+                self._d2k_stale = 0
