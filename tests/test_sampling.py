@@ -150,3 +150,18 @@ def test_initial_patterns():
         initial_positions((10, 10), 0.0)
     with pytest.raises(InputError):
         initial_positions((10, 10), 0.1, "sobol-ish")
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_cancel_in_flight_restores_the_state(blobs, erd_model, full):
+    s, _ = _run(blobs, erd_model, full=full, stop=0.05)
+    before = (s.reconstruction, s.erd_map, s.td, s.n_measured)
+    p = s.select(6, "pseudo")
+    s.cancel(p)
+    assert s.n_pending == 0
+    assert np.array_equal(before[0], s.reconstruction)
+    assert np.array_equal(before[1], s.erd_map, equal_nan=True)
+    assert before[2:] == (s.td, s.n_measured)
+    assert np.array_equal(s.select(6, "pseudo"), p)      # the same choice again
+    with pytest.raises(InputError, match="in flight"):
+        s.cancel([[0, 0]] if not s.mask[0, 0] else [[1, 1]])

@@ -109,8 +109,11 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               initial_fraction: float = 0.01, initial_pattern: str = "halton", batch: int = 1,
               batch_mode: str = "top", k: int = 10, seed: int = 0, frame_interval: float = 0.25,
               send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
-              stop_fraction_guard: bool = True) -> dict:
+              overlap: bool = False) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget.
+
+    With ``overlap``, the next batch is chosen (as pseudo-measurements) while the current
+    one is measured and classified in a second thread, as an instrument would run.
 
     Streams ``frame`` messages (new positions and labels, TD, fraction, rate and, with
     ``send_maps``, the reconstruction and ERD map) at most every ``frame_interval`` s.
@@ -151,16 +154,16 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
 
     def frame(final=False):
         nonlocal sent, last
-        allpos = np.concatenate(pos_log)
-        alllab = np.concatenate(lab_log)
+        newpos = np.concatenate(pos_log[sent:]) if len(pos_log) > sent else np.zeros((0, 2), np.int64)
+        newlab = np.concatenate(lab_log[sent:]) if len(lab_log) > sent else np.zeros(0, np.int16)
         msg = dict(n_measured=sampler.n_measured, fraction=sampler.fraction, td=sampler.td,
-                   positions=allpos[sent:], labels=alllab[sent:], final=final,
+                   positions=newpos, labels=newlab, final=final,
                    elapsed=time.perf_counter() - t0,
                    rate=(sampler.n_measured - len(init)) / max(1e-9, time.perf_counter() - t_loop))
         if send_maps:
             msg["reconstruction"] = sampler.reconstruction
             msg["erd"] = sampler.erd_map
-        sent = len(allpos)
+        sent = len(pos_log)
         last = time.perf_counter()
         ctx.emit("frame", **msg)
 
@@ -183,21 +186,48 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         ctx.progress("baseline", i + 1, len(baselines), baseline=name)
     frame()
     stop_reason = "target fraction reached"
-    while sampler.n_measured < target:
-        if ctx.checkpoint(graceful=True):
-            stop_reason = "stopped by the user"
-            break
-        pos = sampler.select(min(batch, target - sampler.n_measured), batch_mode)
-        if len(pos) == 0:
-            stop_reason = "every pixel measured"
-            break
-        lab = clf.predict(specimen.measure(pos))
+
+    def acquire(pos):
+        return clf.predict(specimen.measure(pos))
+
+    def record(pos, lab):
         sampler.update(pos, lab)
         pos_log.append(pos)
         lab_log.append(lab)
         curve.append([sampler.fraction, sampler.td])
         if time.perf_counter() - last >= frame_interval:
             frame()
+
+    if overlap:
+        # Choose the next batch (with pseudo-measurements of the batch in flight) while
+        # the current batch is being measured and classified.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="acquire") as pool:
+            cur = sampler.select(min(batch, target - sampler.n_measured), "pseudo")
+            fut = pool.submit(acquire, cur) if len(cur) else None
+            while fut is not None:
+                stopping = ctx.checkpoint(graceful=True)
+                room = target - sampler.n_measured - len(cur)
+                nxt = sampler.select(min(batch, room), "pseudo") if room > 0 and not stopping else None
+                record(cur, fut.result())
+                if stopping or ctx.stop_requested:
+                    if nxt is not None and len(nxt):
+                        sampler.cancel(nxt)
+                    stop_reason = "stopped by the user"
+                    break
+                cur = nxt
+                fut = pool.submit(acquire, cur) if cur is not None and len(cur) else None
+    else:
+        while sampler.n_measured < target:
+            if ctx.checkpoint(graceful=True):
+                stop_reason = "stopped by the user"
+                break
+            pos = sampler.select(min(batch, target - sampler.n_measured), batch_mode)
+            if len(pos) == 0:
+                stop_reason = "every pixel measured"
+                break
+            record(pos, acquire(pos))
     if sampler.n_measured >= P:
         stop_reason = "every pixel measured"
     frame(final=True)

@@ -26,10 +26,13 @@ from ._validation import InputError, check_label_image, check_positions
 
 __all__ = ["knn_exact", "weighted_mode", "reconstruct", "BIG_D2", "WEIGHT_ONE"]
 
-#: Squared distance used for a missing neighbour (fewer than k measured pixels).
-BIG_D2 = np.int64(1) << 62
+#: Squared distance used for a missing neighbour (fewer than k measured pixels); real
+#: squared distances stay below it on grids up to 32767 x 32767, so they fit in int32.
+BIG_D2 = np.int64(2**31 - 1)
+MAX_GRID = 32767
 #: Integer vote weight numerator: w = WEIGHT_ONE // d².
 WEIGHT_ONE = np.int64(1) << 40
+_CHUNK = 1 << 16
 _LUT = WEIGHT_ONE // np.maximum(np.arange(1 << 16, dtype=np.int64), 1)
 
 
@@ -62,6 +65,11 @@ def knn_exact(points: np.ndarray, query: np.ndarray, k: int, tree: cKDTree | Non
     kk = min(k, m)
     if tree is None:
         tree = cKDTree(points)
+    if n > _CHUNK:
+        # bounded memory: the query temporaries are about 100 bytes per neighbour
+        for a in range(0, n, _CHUNK):
+            idx[a:a + _CHUNK], d2[a:a + _CHUNK] = knn_exact(points, query[a:a + _CHUNK], k, tree)
+        return idx, d2
     rows = np.arange(n)
     kq = min(m, k + 6)
     while rows.size:

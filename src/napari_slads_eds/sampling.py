@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 
 from ._validation import InputError, check_label_image, check_positions
 from .features import density_radius, features_kn
-from .reconstruction import BIG_D2, knn_exact, mode_kn, vote_weights
+from .reconstruction import BIG_D2, MAX_GRID, knn_exact, mode_kn, vote_weights
 
 __all__ = ["Sampler", "initial_positions", "random_order", "halton_order", "StepRecord"]
 
@@ -151,8 +151,8 @@ class Sampler:
     def __init__(self, shape, n_phases: int, erd_model=None, *, k: int = 10, truth=None,
                  full_recompute: bool = False):
         H, W = int(shape[0]), int(shape[1])
-        if H < 1 or W < 1:
-            raise InputError(f"grid shape must be positive, got {shape}")
+        if H < 1 or W < 1 or H > MAX_GRID or W > MAX_GRID:
+            raise InputError(f"grid shape must be between 1 and {MAX_GRID} pixels per side, got {shape}")
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         if int(n_phases) < 1:
@@ -181,13 +181,14 @@ class Sampler:
         # neighbour lists laid out (k, P): reductions over the k neighbours of a set of
         # pixels are then vector additions over contiguous rows
         self._nn_idx = np.full((self.k, P), -1, dtype=np.int32)
-        self._nn_d2 = np.full((self.k, P), BIG_D2, dtype=np.int64)
-        self._d2k = np.full(P, BIG_D2, dtype=np.int64)   # -1 at pixels hosting a point
+        self._nn_d2 = np.full((self.k, P), BIG_D2, dtype=np.int32)
+        self._d2k = np.full(P, BIG_D2, dtype=np.int32)   # -1 at pixels hosting a point
         self._recon = np.zeros(P, dtype=np.int16)
         self._erd = np.full(P, -np.inf, dtype=np.float64)
         self._row_max = np.full(H, -np.inf)
         self._row_arg = np.zeros(H, dtype=np.int64)
-        self._row_d2k = np.full(H, BIG_D2, dtype=np.int64)
+        self._row_d2k = np.full(H, BIG_D2, dtype=np.int32)
+        self._scratch = np.zeros(P, dtype=np.int64)      # for de-duplicating pixel lists
         self._truth = None
         self._wrong = 0
         if truth is not None:
@@ -304,6 +305,9 @@ class Sampler:
                                                     or n_fresh > max(64, self._n_pts // 4)))
         self._order.append(flat.copy())
         self._n_measured += flat.size
+        if not bulk and n_fresh == flat.size and n_fresh > 1:
+            self._batch_insert(flat, lab)
+            return
         for f, l in zip(flat.tolist(), lab.tolist()):
             self._measured[f] = True
             self._meas_label[f] = l
@@ -334,6 +338,35 @@ class Sampler:
                 elif not bulk:
                     self._refresh_rows_around(f)
         if bulk:
+            self._full_rebuild()
+
+    def cancel(self, positions) -> None:
+        """Give up in-flight positions (selected with ``mode="pseudo"``, never measured):
+        their pseudo-measurements are removed and they become selectable again.
+
+        Raises
+        ------
+        InputError
+            A position that is not in flight.
+        """
+        pos = check_positions(positions, self.shape)
+        flat = pos[:, 0] * self.shape[1] + pos[:, 1]
+        if flat.size and not self._pending[flat].all():
+            raise InputError("cancel: every position must be in flight (selected, not yet measured)")
+        for f in flat.tolist():
+            self._pending[f] = False
+            self._taken[f] = False
+            j = int(self._pt_of_pixel[f])
+            if j >= 0:
+                self._pt_alive[j] = False
+                self._pt_of_pixel[f] = -1
+                self._valid[f] = False
+                if not self.full_recompute:
+                    self._local_remove(f, j)
+            elif not self.full_recompute:
+                self._erd[f] = self._predict(np.array([f]))[0] if self.erd_model is not None else -np.inf
+                self._refresh_rows_around(f)
+        if self.full_recompute and flat.size:
             self._full_rebuild()
 
     def select(self, batch: int = 1, mode: str = "top") -> np.ndarray:
@@ -389,7 +422,14 @@ class Sampler:
         elif b == 1:
             flat = np.array([self._argmax()])
         else:
-            cand = np.flatnonzero(~self._taken)
+            # the b largest values lie in the rows whose maximum is at least the b-th
+            # largest row maximum
+            W = self.shape[1]
+            rm = self._row_max
+            t = np.partition(rm, rm.size - min(b, rm.size))[rm.size - min(b, rm.size)]
+            rows = np.flatnonzero(rm >= t)
+            cand = (rows[:, None] * W + self._cols[None, :]).ravel()
+            cand = cand[~self._taken[cand]]
             e = self._erd[cand]
             part = np.argpartition(-e, b - 1)[:b]
             o = np.lexsort((cand[part], -e[part]))     # ERD descending, then pixel index
@@ -453,7 +493,10 @@ class Sampler:
             self._wrong = int(np.count_nonzero(recon != self._truth))
         self._erd[:] = -np.inf
         u = np.flatnonzero(~self._taken)
-        if self.erd_model is not None:
+        if self.erd_model is not None and alive.size == 0 and u.size:
+            # nothing phase-labelled yet: every pixel has the same features
+            self._erd[u] = self._predict(u[:1])[0]
+        elif self.erd_model is not None:
             for a in range(0, u.size, 1 << 16):
                 self._erd[u[a:a + (1 << 16)]] = self._predict(u[a:a + (1 << 16)])
         self._row_d2k = self._d2k.reshape(H, W).max(axis=1)
@@ -461,6 +504,13 @@ class Sampler:
         e2 = self._erd.reshape(H, W)
         self._row_arg = e2.argmax(axis=1)
         self._row_max = e2[self._rows, self._row_arg]
+
+    def _dedup(self, pix: np.ndarray) -> np.ndarray:
+        """The distinct values of a pixel list in O(n) (order not kept sorted)."""
+        s = self._scratch
+        at = np.arange(pix.size)
+        s[pix] = at
+        return pix[s[pix] == at]
 
     def _nn(self, pix):
         """Neighbour indices and squared distances of flat pixels ``pix``, each (k, n)
@@ -504,18 +554,19 @@ class Sampler:
             rad = new
         return max(0, r0 - rad), min(H, r0 + rad + 1), max(0, c0 - rad), min(W, c0 + rad + 1)
 
-    def _local_insert(self, f: int, j: int) -> None:
-        """Exact local update after adding point ``j`` at flat pixel ``f``."""
+    def _insert_knn(self, f: int, j: int):
+        """Insert point ``j`` (at flat pixel ``f``) into the neighbour lists of the pixels
+        it is closer to than their k-th neighbour.  Returns the window and the affected
+        pixels (window rows/cols ``ar, ac`` and flat ``A``)."""
         H, W = self.shape
         r0, c0 = divmod(f, W)
         self._d2k[f] = -1
         rl, rh, cl, ch = self._window(r0, c0)
         dd = ((self._rows[rl:rh] - r0) ** 2)[:, None] + ((self._cols[cl:ch] - c0) ** 2)[None, :]
         aff = dd < self._d2k.reshape(H, W)[rl:rh, cl:ch]
-        chg = np.zeros_like(aff)
         ar, ac = np.nonzero(aff)
+        A = (ar + rl) * W + (ac + cl)
         if ar.size:
-            A = (ar + rl) * W + (ac + cl)
             dnew = dd[ar, ac]
             cur_idx, cur_d2 = self._nn(A)
             # insert after the neighbours at the same distance (they have lower indices)
@@ -528,7 +579,15 @@ class Sampler:
             self._nn_d2[:, A] = nd2
             self._nn_idx[:, A] = nidx
             self._d2k[A] = nd2[-1]
-            newrec = self._mode_of(nidx, nd2)
+        return (rl, rh, cl, ch), aff, ar, ac, A
+
+    def _local_insert(self, f: int, j: int) -> None:
+        """Exact local update after adding point ``j`` at flat pixel ``f``."""
+        W = self.shape[1]
+        (rl, rh, cl, ch), aff, ar, ac, A = self._insert_knn(f, j)
+        chg = np.zeros_like(aff)
+        if A.size:
+            newrec = self._mode_of(*self._nn(A))
             ch_ = newrec != self._recon[A]
             if ch_.any():
                 self._set_recon(A[ch_], newrec[ch_])
@@ -536,8 +595,54 @@ class Sampler:
         lab = self._pt_label[j]
         if self._recon[f] != lab:
             self._set_recon(np.array([f]), np.array([lab], dtype=np.int16))
+            r0, c0 = divmod(f, W)
             chg[r0 - rl, c0 - cl] = True
         self._refresh_window(rl, rh, cl, ch, aff, chg)
+
+    def _batch_insert(self, flat: np.ndarray, lab: np.ndarray) -> None:
+        """Add several fresh measurements at once: neighbour lists point by point (in
+        order), then one reconstruction, feature and ERD update over the union of the
+        affected pixels, and one refresh of the touched rows."""
+        H, W = self.shape
+        As, rows = [], []
+        for f, l in zip(flat.tolist(), lab.tolist()):
+            self._take(f)
+            if l > 0:
+                j = self._add_point(f, l)
+                (rl, rh, _, _), _, _, _, A = self._insert_knn(f, j)
+                As.append(A)
+                rows.append(np.arange(rl, rh))
+        rows.append(flat // W)
+        A = self._dedup(np.concatenate(As)) if As else np.zeros(0, np.int64)
+        A = A[~self._valid[A]]
+        changed = []
+        if A.size:
+            newrec = self._mode_of(*self._nn(A))
+            ch_ = newrec != self._recon[A]
+            if ch_.any():
+                self._set_recon(A[ch_], newrec[ch_])
+                changed.append(A[ch_])
+        v = flat[lab > 0]
+        own = self._recon[v] != lab[lab > 0]
+        if own.any():
+            self._set_recon(v[own], lab[lab > 0][own].astype(np.int16))
+            changed.append(v[own])
+        C = np.concatenate(changed) if changed else np.zeros(0, np.int64)
+        r, c = np.divmod(C, W)
+        U = self._dedup(np.concatenate([A, C, r * W + np.maximum(c - 1, 0), r * W + np.minimum(c + 1, W - 1),
+                                        np.maximum(r - 1, 0) * W + c, np.minimum(r + 1, H - 1) * W + c]))
+        U = U[~self._taken[U]]
+        if U.size and self.erd_model is not None:
+            self._erd[U] = self._predict(U)
+        rr = np.unique(np.concatenate(rows))
+        e2 = self._erd.reshape(H, W)[rr]
+        a = e2.argmax(axis=1)
+        self._row_arg[rr] = a
+        self._row_max[rr] = e2[np.arange(rr.size), a]
+        self._d2k_stale += len(As)
+        if self._d2k_stale >= 64:
+            self._row_d2k = self._d2k.reshape(H, W).max(axis=1)
+            self._d2k_stale = 0
 
     def _pixels_using(self, j: int, rl: int, rh: int, cl: int, ch: int) -> np.ndarray:
         """Window mask of the pixels that have point ``j`` among their k neighbours."""

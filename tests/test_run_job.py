@@ -1,0 +1,81 @@
+"""The sampling run inside the engine process: frames, overlap, graceful stop."""
+
+import numpy as np
+import pytest
+
+from napari_slads_eds import Engine, EngineError, SimulatedSpecimen
+from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.pipeline import RunSettings, _references
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from skimage.data import binary_blobs
+
+    tmp = tmp_path_factory.mktemp("runjob")
+    train_refs, test_refs = _references(2, None, RunSettings())
+    imgs = [binary_blobs(48, blob_size_fraction=0.25, rng=s).astype(np.int16) + 1 for s in (1, 2)]
+    db = build_training_database(imgs, 2, c_values=(8.0,), seed=0)
+    LinearERD.fit(db.features, db.rd[:, 0], 8.0).save(tmp / "erd.npz")
+    truth = binary_blobs(48, blob_size_fraction=0.25, rng=7).astype(np.int16) + 1
+    spec = SimulatedSpecimen(truth, test_refs, ill_fraction=0.02, seed=3)
+    eng = Engine()
+    eng.run("train_classifier", references=train_refs, out_dir=str(tmp / "clf"), seed=0, epochs=3)
+    yield eng, spec, str(tmp / "clf"), str(tmp / "erd.npz")
+    eng.close()
+
+
+def _run(setup, **kw):
+    eng, spec, clf, erd = setup
+    frames, baselines = [], []
+    job = eng.submit("run_slads", specimen=spec, classifier=clf, erd_model=erd, frame_interval=0.0, **kw)
+    for m in job.messages():
+        (frames if m["type"] == "frame" else baselines if m["type"] == "baseline" else []).append(m)
+    return job.result, frames, baselines
+
+
+def test_run_streams_frames_and_baselines(setup):
+    res, frames, baselines = _run(setup, target_fraction=0.2, batch=4)
+    assert [b["name"] for b in baselines] == ["random", "halton"]
+    assert frames[-1]["final"] and frames[-1]["n_measured"] == res["n_measured"]
+    # the frames' new positions add up to every measured position, in order
+    pos = np.concatenate([f["positions"] for f in frames])
+    assert np.array_equal(pos, res["positions"])
+    assert frames[0]["reconstruction"].shape == (48, 48) and frames[0]["erd"].dtype == np.float32
+    assert res["sampling_fraction"] == pytest.approx(0.2, abs=1 / 2304)
+    assert res["td"] < res["td_random"] and res["td_halton"] is not None
+    assert res["stop_reason"] == "target fraction reached"
+    assert res["misclassification_run"] < 0.02
+
+
+def test_overlapped_run_measures_the_budget(setup):
+    res, frames, _ = _run(setup, target_fraction=0.2, batch=8, overlap=True, baselines=())
+    assert res["n_measured"] == round(0.2 * 48 * 48)
+    assert len(np.unique(res["positions"][:, 0] * 48 + res["positions"][:, 1])) == res["n_measured"]
+    assert res["td"] < 0.1
+
+
+def test_stop_returns_what_was_measured(setup):
+    eng, spec, clf, erd = setup
+    job = eng.submit("run_slads", specimen=spec, classifier=clf, erd_model=erd, target_fraction=0.9,
+                     frame_interval=0.0, baselines=())
+    for m in job.messages():
+        if m["type"] == "frame" and m["n_measured"] > 120:
+            eng.request_stop()
+    res = job.result
+    assert res["stop_reason"] == "stopped by the user"
+    assert 120 < res["n_measured"] < 0.9 * 48 * 48
+    assert res["mask"].sum() == res["n_measured"]
+
+
+def test_run_with_mismatched_classifier_is_a_clear_error(setup, tmp_path):
+    from napari_slads_eds.spectra import EnergyAxis, ReferenceSpectra
+
+    eng, spec, clf, erd = setup
+    refs = ReferenceSpectra(np.ones((2, 2, 100)), EnergyAxis(0.0, 0.01, 100), ("a", "b"))
+    other = SimulatedSpecimen(spec.phase_map, refs)
+    with pytest.raises(EngineError, match="energy axis") as ei:
+        eng.run("run_slads", specimen=other, classifier=clf, erd_model=erd)
+    assert ei.value.kind == "input"
