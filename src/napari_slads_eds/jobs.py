@@ -46,8 +46,13 @@ def train_classifier(ctx, references, out_dir, seed: int = 0, **train_kwargs) ->
     return report
 
 
-def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, **kwargs) -> dict:
-    """Build the training database, fit the ERD model for each c, choose c; save the model."""
+def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, stop_td: float | None = None,
+                  **kwargs) -> dict:
+    """Build the training database, fit the ERD model for each c, choose c; save the model.
+
+    With ``stop_td``, also learn the threshold of the stopping rule for that target TD
+    on the training images (``report["stopping"]``)."""
+    from .acquisition import learn_stopping_threshold
     from .erd import train_erd
 
     def progress(info):
@@ -56,6 +61,12 @@ def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, **k
                      **{k: v for k, v in info.items() if k not in ("stage", "done", "total")})
 
     model, report = train_erd(label_images, n_phases, seed=seed, progress=progress, **kwargs)
+    if stop_td is not None:
+        ctx.progress("stopping-rule", 0, 1)
+        report["stopping"] = learn_stopping_threshold(label_images, n_phases, model, stop_td,
+                                                      k=kwargs.get("k", 10), seed=seed)
+        model.meta["stopping"] = report["stopping"]
+        ctx.progress("stopping-rule", 1, 1)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -109,15 +120,21 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               initial_fraction: float = 0.01, initial_pattern: str = "halton", batch: int = 1,
               batch_mode: str = "top", k: int = 10, seed: int = 0, frame_interval: float = 0.25,
               send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
-              overlap: bool = False) -> dict:
-    """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget.
+              overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
+              journal_path=None, resume: bool = False, journal_settings: dict | None = None) -> dict:
+    """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
+    (or the stopping rule, or a stop request; the result says which).
 
     With ``overlap``, the next batch is chosen (as pseudo-measurements) while the current
     one is measured and classified in a second thread, as an instrument would run.
+    With ``journal_path``, every measured batch (positions, spectra, labels) is appended
+    to that HDF5 journal before it is used; with ``resume`` the journal's measurements are
+    replayed first (nothing is measured twice) and the run continues from there.
 
-    Streams ``frame`` messages (new positions and labels, TD, fraction, rate and, with
-    ``send_maps``, the reconstruction and ERD map) at most every ``frame_interval`` s.
-    A stop request ends the run gracefully: the result holds what was measured.
+    Streams ``baseline`` messages (static random / Halton scans through the same
+    classifier and reconstruction), then ``frame`` messages (new positions and labels, TD,
+    fraction, rate and, with ``send_maps``, the reconstruction and ERD map) at most every
+    ``frame_interval`` s.
 
     Returns
     -------
@@ -125,9 +142,10 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         grid, phases, sampling_fraction, td, td_curve, td_random, td_halton, curves of the
         static scans, misclassification_run, positions (n, 2), labels (n,),
         reconstruction (H, W), mask (H, W), erd (H, W), stop_reason, seconds,
-        measurements_per_second.
+        measurements_per_second, n_replayed.
     """
-    from .sampling import Sampler, halton_order, initial_positions, random_order
+    from .acquisition import Journal, RunConfig, acquire, read_journal
+    from .sampling import Sampler, halton_order, random_order
 
     t0 = time.perf_counter()
     clf = _load_classifier(classifier)
@@ -136,42 +154,21 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     L = specimen.n_phases
     if clf.n_phases != L:
         raise InputError(f"the classifier knows {clf.n_phases} phases but the specimen has {L}")
-    if not 0 < target_fraction <= 1:
-        raise InputError(f"target sampling fraction must be in (0, 1], got {target_fraction}")
+    cfg = RunConfig(target_fraction=target_fraction, initial_fraction=initial_fraction,
+                    initial_pattern=initial_pattern, batch=batch, batch_mode=batch_mode, overlap=overlap,
+                    seed=seed, frame_interval=frame_interval, send_maps=send_maps,
+                    stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction).check()
     H, W = specimen.shape
     P = H * W
-    sampler = Sampler((H, W), L, erd, k=k, truth=specimen.phase_map)
+    truth = getattr(specimen, "phase_map", None)
+    sampler = Sampler((H, W), L, erd, k=k, truth=truth)
     target = max(1, int(round(target_fraction * P)))
-    init = initial_positions((H, W), min(initial_fraction, target_fraction), initial_pattern, seed)[:target]
-    init_labels = clf.predict(specimen.measure(init))
-    sampler.update(init, init_labels)
-    pos_log = [init]
-    lab_log = [init_labels]
-    curve = [[sampler.fraction, sampler.td]]
-    sent = 0
-    last = 0.0
-    t_loop = time.perf_counter()
-
-    def frame(final=False):
-        nonlocal sent, last
-        newpos = np.concatenate(pos_log[sent:]) if len(pos_log) > sent else np.zeros((0, 2), np.int64)
-        newlab = np.concatenate(lab_log[sent:]) if len(lab_log) > sent else np.zeros(0, np.int16)
-        msg = dict(n_measured=sampler.n_measured, fraction=sampler.fraction, td=sampler.td,
-                   positions=newpos, labels=newlab, final=final,
-                   elapsed=time.perf_counter() - t0,
-                   rate=(sampler.n_measured - len(init)) / max(1e-9, time.perf_counter() - t_loop))
-        if send_maps:
-            msg["reconstruction"] = sampler.reconstruction
-            msg["erd"] = sampler.erd_map
-        sent = len(pos_log)
-        last = time.perf_counter()
-        ctx.emit("frame", **msg)
 
     # static scans at the same budget, through the same classifier and reconstruction
     baseline_curves, baseline_orders = {}, {}
     fr = np.unique(np.clip(np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points),
                            1 / P, 1))
-    for i, name in enumerate(baselines):
+    for i, name in enumerate(baselines if truth is not None else ()):
         ctx.checkpoint()
         ctx.progress("baseline", i, len(baselines), baseline=name)
         if name == "random":
@@ -184,81 +181,51 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         baseline_curves[name] = _static_baseline(specimen, clf, order, fr, L, k)
         ctx.emit("baseline", name=name, curve=baseline_curves[name])
         ctx.progress("baseline", i + 1, len(baselines), baseline=name)
-    frame()
-    stop_reason = "target fraction reached"
 
-    def acquire(pos):
-        return clf.predict(specimen.measure(pos))
-
-    def record(pos, lab):
-        sampler.update(pos, lab)
-        pos_log.append(pos)
-        lab_log.append(lab)
-        curve.append([sampler.fraction, sampler.td])
-        if time.perf_counter() - last >= frame_interval:
-            frame()
-
-    if overlap:
-        # Choose the next batch (with pseudo-measurements of the batch in flight) while
-        # the current batch is being measured and classified.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="acquire") as pool:
-            cur = sampler.select(min(batch, target - sampler.n_measured), "pseudo")
-            fut = pool.submit(acquire, cur) if len(cur) else None
-            while fut is not None:
-                stopping = ctx.checkpoint(graceful=True)
-                room = target - sampler.n_measured - len(cur)
-                nxt = sampler.select(min(batch, room), "pseudo") if room > 0 and not stopping else None
-                record(cur, fut.result())
-                if stopping or ctx.stop_requested:
-                    if nxt is not None and len(nxt):
-                        sampler.cancel(nxt)
-                    stop_reason = "stopped by the user"
-                    break
-                cur = nxt
-                fut = pool.submit(acquire, cur) if cur is not None and len(cur) else None
-    else:
-        while sampler.n_measured < target:
-            if ctx.checkpoint(graceful=True):
-                stop_reason = "stopped by the user"
-                break
-            pos = sampler.select(min(batch, target - sampler.n_measured), batch_mode)
-            if len(pos) == 0:
-                stop_reason = "every pixel measured"
-                break
-            record(pos, acquire(pos))
-    if sampler.n_measured >= P:
-        stop_reason = "every pixel measured"
-    frame(final=True)
-    loop_s = time.perf_counter() - t_loop
-    positions = np.concatenate(pos_log)
-    labels = np.concatenate(lab_log)
-    truth_lab = specimen.labels[positions[:, 0], positions[:, 1]]
+    replay = None
+    journal = None
+    if journal_path is not None:
+        if resume:
+            replay = read_journal(journal_path)
+            journal = Journal.append_to(journal_path)
+        else:
+            settings = dict(journal_settings or {})
+            settings.update({"run": cfg.to_dict(), "k": k, "grid": [H, W], "phases": L})
+            journal = Journal(journal_path, specimen.axis.size, settings)
+    try:
+        core = acquire(ctx, sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay)
+    finally:
+        if journal is not None:
+            journal.close()
+    positions, labels = core["positions"], core["labels"]
+    truth_lab = specimen.labels[positions[:, 0], positions[:, 1]] if hasattr(specimen, "labels") else None
     result = {
         "grid": [H, W],
         "phases": int(L),
         "phase_names": list(clf.phase_names),
         "sampling_fraction": sampler.fraction,
         "n_measured": sampler.n_measured,
+        "n_replayed": core["n_replayed"],
         "td": sampler.td,
-        "td_curve": curve,
-        "misclassification_run": float(np.mean(labels != truth_lab)) if len(labels) else 0.0,
-        "stop_reason": stop_reason,
+        "td_curve": core["td_curve"],
+        "misclassification_run": (float(np.mean(labels != truth_lab))
+                                  if truth_lab is not None and len(labels) else None),
+        "stop_reason": core["stop_reason"],
+        "stop_threshold": core["stop_threshold"],
+        "epsilon": core["epsilon"],
         "positions": positions,
         "labels": labels,
         "reconstruction": sampler.reconstruction,
         "mask": sampler.mask,
         "erd": sampler.erd_map,
         "c": float(getattr(erd, "c", float("nan"))),
-        "measurements_per_second": (sampler.n_measured - len(init)) / max(loop_s, 1e-9),
+        "measurements_per_second": (sampler.n_measured - core["n_replayed"]) / max(core["seconds"], 1e-9),
     }
     for name, curve_b in baseline_curves.items():
         td_b = curve_b[-1][1]
         if abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
             # stopped before the target: a static scan with the same number of spectra
-            order = baseline_orders[name]
-            td_b = _static_baseline(specimen, clf, order, [sampler.fraction], L, k)[-1][1]
+            td_b = _static_baseline(specimen, clf, baseline_orders[name], [sampler.fraction], L, k)[-1][1]
         result[f"td_{name}"] = td_b
         result[f"td_curve_{name}"] = curve_b
     result["seconds"] = time.perf_counter() - t0

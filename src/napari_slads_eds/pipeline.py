@@ -22,7 +22,8 @@ from .spectra import (ReferenceSpectra, bundled_standards, default_standards_for
                       make_reference_spectra, read_spectrum)
 from .specimen import SimulatedSpecimen
 
-__all__ = ["RunSettings", "Experiment", "prepare_experiment", "run_experiment", "RESULT_KEYS"]
+__all__ = ["RunSettings", "Experiment", "prepare_experiment", "run_experiment", "resume_experiment",
+           "RESULT_KEYS"]
 
 #: Keys every result.json has.
 RESULT_KEYS = ("grid", "phases", "sampling_fraction", "td", "td_curve", "td_random", "td_halton",
@@ -62,6 +63,10 @@ class RunSettings:
         Neighbours of the reconstruction.
     epochs : int or None
         Classifier training epochs (None: the classifier's default).
+    overlap : bool
+        Choose the next batch while the current one is measured (pseudo-measurements).
+    stop_td : float or None
+        Target TD of the learned stopping rule; None: stop at ``fraction`` only.
     """
 
     size: int = 128
@@ -81,6 +86,8 @@ class RunSettings:
     k: int = 10
     epochs: int | None = None
     max_train_regions: int = 4
+    overlap: bool = False
+    stop_td: float | None = None
 
     def check(self) -> "RunSettings":
         if self.size < 8:
@@ -193,10 +200,26 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
     return Experiment(s, L, test_map, train_maps, specimen, train_refs, source)
 
 
+#: Files of a run folder that make it resumable.
+SETTINGS_FILE = "run_settings.json"
+SPECIMEN_FILE = "specimen.npz"
+TRAINING_FILE = "models/training.json"
+
+
+def _run_kwargs(s: RunSettings) -> dict:
+    return dict(target_fraction=s.fraction, initial_fraction=s.initial_fraction,
+                initial_pattern=s.initial_pattern, batch=s.batch, batch_mode=s.batch_mode,
+                overlap=s.overlap, k=s.k, seed=s.seed, send_maps=False)
+
+
 def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) -> dict:
     """Train the classifier and the ERD model, run SLADS and the static baselines, write
     the results to ``out_dir`` and return the result dictionary (as in result.json, plus
     arrays).
+
+    Before the run starts, ``out_dir`` receives the specimen, the settings and the trained
+    models; during the run every measured batch goes to ``out_dir/journal.h5``, so a
+    stopped or crashed run continues with :func:`resume_experiment`.
 
     Parameters
     ----------
@@ -208,10 +231,10 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
         Receives every engine message, with ``"stage"`` set for progress displays.
     """
     from .engine import Engine
-    from .results import write_run
+    from .specimen import save_specimen
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(parents=True, exist_ok=True)
     s = exp.settings
     t0 = time.perf_counter()
     own = engine is None
@@ -223,28 +246,102 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
                              **({"epochs": s.epochs} if s.epochs else {}))
         erd_report = eng.run("train_erd", on_message=cb, label_images=exp.train_maps,
                              n_phases=exp.n_phases, out_path=str(out / "models" / "erd_model.npz"),
-                             seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)))
-        result = eng.run("run_slads", on_message=cb, specimen=exp.specimen,
-                         classifier=clf_report["path"], erd_model=erd_report["path"],
-                         target_fraction=s.fraction, initial_fraction=s.initial_fraction,
-                         initial_pattern=s.initial_pattern, batch=s.batch, batch_mode=s.batch_mode,
-                         k=s.k, seed=s.seed, send_maps=False)
+                             seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)),
+                             stop_td=s.stop_td)
+        _atomic_json(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
+        save_specimen(exp.specimen, out / SPECIMEN_FILE)
+        _atomic_json(out / SETTINGS_FILE, {"settings": asdict(s), "n_phases": exp.n_phases,
+                                           "source": exp.source, "seconds_training": time.perf_counter() - t0})
+        result = _sample(eng, exp.specimen, out, s, erd_report, cb, resume=False)
     finally:
         if own:
             eng.close()
+    return _finish(result, out, clf_report, erd_report, s, exp.source, exp.specimen, time.perf_counter() - t0)
+
+
+def resume_experiment(out_dir, *, engine=None, on_message=None) -> dict:
+    """Continue a stopped or crashed run in ``out_dir`` from its journal.
+
+    The journal's measurements are replayed (no spectrum is measured again) and the run
+    continues with the selections an uninterrupted run would have made; the results are
+    written as by :func:`run_experiment`.
+
+    Raises
+    ------
+    InputError
+        The folder is not a resumable run (missing settings, specimen, models or journal),
+        or one of its files is corrupt.
+    """
+    from .acquisition import JOURNAL_NAME
+    from .engine import Engine
+    from .specimen import load_specimen
+
+    out = Path(out_dir)
+    for name in (SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, JOURNAL_NAME):
+        if not (out / name).is_file():
+            raise InputError(f"{out} cannot be resumed: {name} is missing "
+                             "(was the run started with slads-eds run/demo, and did training finish?)")
+    meta = _read_json(out / SETTINGS_FILE)
+    training = _read_json(out / TRAINING_FILE)
+    try:
+        s = RunSettings(**meta["settings"]).check()
+        clf_report, erd_report = training["classifier"], training["erd"]
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{out / SETTINGS_FILE}: incomplete run settings ({exc})") from exc
+    specimen = load_specimen(out / SPECIMEN_FILE)
+    t0 = time.perf_counter()
+    own = engine is None
+    eng = engine or Engine()
+    try:
+        result = _sample(eng, specimen, out, s, erd_report, on_message or (lambda m: None), resume=True)
+    finally:
+        if own:
+            eng.close()
+    return _finish(result, out, clf_report, erd_report, s, meta.get("source", {}), specimen,
+                   meta.get("seconds_training", 0.0) + time.perf_counter() - t0)
+
+
+def _sample(eng, specimen, out: Path, s: RunSettings, erd_report: dict, cb, *, resume: bool) -> dict:
+    from .acquisition import JOURNAL_NAME
+
+    stop = erd_report.get("stopping") or {}
+    return eng.run("run_slads", on_message=cb, specimen=specimen,
+                   classifier=str(out / "models" / "classifier"), erd_model=str(out / "models" / "erd_model.npz"),
+                   stop_threshold=stop.get("threshold") if s.stop_td is not None else None,
+                   journal_path=str(out / JOURNAL_NAME), resume=resume,
+                   journal_settings={"settings": asdict(s)}, **_run_kwargs(s))
+
+
+def _finish(result, out, clf_report, erd_report, s, source, specimen, seconds) -> dict:
+    from .results import write_run
+
     result["misclassification"] = clf_report["misclassification"]
     result["classifier"] = {k: clf_report[k] for k in ("misclassification", "confusion", "threshold",
                                                       "n_train", "n_val", "seconds") if k in clf_report}
-    result["erd_model"] = {"c": erd_report["c"], "c_search": erd_report["c_search"], "rows": erd_report["rows"],
-                     "seconds": erd_report["seconds"]}
+    result["erd_model"] = {k: erd_report[k] for k in ("c", "c_search", "rows", "seconds", "stopping")
+                           if k in erd_report}
     result["c"] = erd_report["c"]
-    result["seconds"] = time.perf_counter() - t0
+    result["seconds"] = seconds
     result["settings"] = asdict(s)
-    result["source"] = exp.source
-    result["ground_truth"] = exp.specimen.phase_map
-    result["specimen_labels"] = exp.specimen.labels
+    result["source"] = source
+    result["ground_truth"] = specimen.phase_map
+    result["specimen_labels"] = specimen.labels
     write_run(result, out)
     return result
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not readable JSON (corrupt or truncated?): {exc}") from exc
 
 
 def result_summary(result: dict) -> dict:

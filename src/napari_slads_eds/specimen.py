@@ -16,7 +16,7 @@ import numpy as np
 from ._validation import InputError, check_label_image, check_positions
 from .spectra import EnergyAxis, ReferenceSpectra
 
-__all__ = ["SimulatedSpecimen"]
+__all__ = ["SimulatedSpecimen", "save_specimen", "load_specimen"]
 
 
 def _poisson_cdf(lam: float) -> np.ndarray:
@@ -149,3 +149,51 @@ class SimulatedSpecimen:
             if self.noise_lambda > 0:
                 out[ok] += _poisson_from_uniform(u[ok], self.noise_lambda)
         return out
+
+
+def save_specimen(specimen: SimulatedSpecimen, path) -> None:
+    """Write a simulated specimen to ``.npz`` (phase map, reference spectra, energy axis,
+    noise parameters and seed: everything needed to measure it again identically)."""
+    import json
+
+    r = specimen.references
+    np.savez_compressed(
+        path, kind=np.array("simulated"), phase_map=specimen.phase_map, labels=specimen.labels,
+        references=r.spectra, axis=np.array(json.dumps(r.axis.to_dict())),
+        phase_names=np.array(json.dumps(list(r.phase_names))),
+        params=np.array(json.dumps({"ill_fraction": specimen.ill_fraction, "noise_lambda": specimen.noise_lambda,
+                                    "ill_lambda": specimen.ill_lambda, "seed": specimen.seed})))
+
+
+def load_specimen(path) -> SimulatedSpecimen:
+    """Read a specimen written by :func:`save_specimen`.
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or truncated file, or not a specimen file.
+    """
+    import json
+    from pathlib import Path
+
+    from .spectra import EnergyAxis
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"specimen file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        if str(d.get("kind")) != "simulated":
+            raise InputError(f"{p}: not a simulated-specimen file")
+        params = json.loads(str(d["params"]))
+        refs = ReferenceSpectra(d["references"], EnergyAxis.from_dict(json.loads(str(d["axis"]))),
+                                tuple(json.loads(str(d["phase_names"]))))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable specimen file (corrupt or truncated?): {exc}") from exc
+    spec = SimulatedSpecimen(d["phase_map"], refs, **params)
+    if not np.array_equal(spec.labels, d["labels"]):
+        raise InputError(f"{p}: the stored ill-spectrum pixels do not match the seed; the file was altered")
+    return spec

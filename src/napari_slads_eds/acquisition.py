@@ -1,0 +1,473 @@
+"""The acquisition loop of a SLADS run, its on-disk journal and the stopping rule.
+
+Numpy/h5py only (no TensorFlow, no Qt): the spectrum classifier comes in as a plain
+``classify(spectra) -> labels`` callable, so the same loop runs inside the engine process
+(with the Keras classifier) and in tests (with any labelling function).
+
+Journal
+    Every measured position with its spectrum, label, batch number and time is appended
+    to an HDF5 file (``journal.h5`` in the run's folder) as it arrives and flushed after
+    every batch, with the run's settings and seeds.  The file is written in HDF5's
+    single-writer/multiple-reader mode, which keeps it readable up to the last flush even
+    when the process is killed.  :func:`read_journal` reads it back (no pickle);
+    a run resumes by replaying the journal into a fresh sampler (no spectrum is measured
+    twice) and continues with exactly the selections an uninterrupted run would make.
+
+Stopping rule
+    Godaliyadda et al. (SLADS, 2018): after every measurement at s,
+    ε_k = (1 - β) ε_{k-1} + β [x_s ≠ x̂_s], the running rate at which the reconstruction
+    predicted the measured label wrongly (bias-corrected like an Adam moment estimate so
+    the first values are plain averages); β = 0.001 ((18 - log2 |Ω|) / 2 + 1) for
+    |Ω| <= 2^18 and 0.001 / ((log2 |Ω| - 18) / 2 + 1) above.  The run stops once
+    ε_k < T, with T learned on training images as the mean ε at the step where their TD
+    first reached the target TD (:func:`learn_stopping_threshold`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError
+
+__all__ = ["Journal", "read_journal", "StoppingRule", "stopping_beta", "learn_stopping_threshold",
+           "JOURNAL_NAME", "RunConfig", "acquire"]
+
+JOURNAL_NAME = "journal.h5"
+_FORMAT = "napari-slads-eds acquisition journal"
+
+
+# ----------------------------------------------------------------------------- journal
+
+class Journal:
+    """Append-only record of a run's measurements (HDF5, flushed per batch).
+
+    Parameters
+    ----------
+    path : path
+        The file to create (``journal.h5``).
+    n_channels : int
+        p, channels per spectrum.
+    settings : dict
+        JSON-serialisable settings and seeds of the run (stored as an attribute).
+
+    Datasets
+    --------
+    position (n, 2) int32 (row, col); label (n,) int16; batch (n,) int32;
+    spectrum (n, p) float32 counts; time (n,) float64 seconds since the run started.
+    """
+
+    def __init__(self, path, n_channels: int, settings: dict, *, _file=None):
+        import h5py
+
+        self.path = Path(path)
+        if _file is not None:
+            self._f = _file
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = h5py.File(self.path, "w", libver="latest")
+            f.attrs["format"] = _FORMAT
+            f.attrs["version"] = 1
+            f.attrs["settings"] = json.dumps(settings)
+            f.create_dataset("position", (0, 2), maxshape=(None, 2), dtype="int32", chunks=(4096, 2))
+            f.create_dataset("label", (0,), maxshape=(None,), dtype="int16", chunks=(4096,))
+            f.create_dataset("batch", (0,), maxshape=(None,), dtype="int32", chunks=(4096,))
+            f.create_dataset("time", (0,), maxshape=(None,), dtype="float64", chunks=(4096,))
+            f.create_dataset("spectrum", (0, int(n_channels)), maxshape=(None, int(n_channels)),
+                             dtype="float32", chunks=(16, int(n_channels)))
+            f.swmr_mode = True
+            self._f = f
+        self.n = int(self._f["label"].shape[0])
+        self.n_batches = int(self._f["batch"][-1]) + 1 if self.n else 0
+
+    @classmethod
+    def append_to(cls, path) -> "Journal":
+        """Continue an existing journal (resume).
+
+        A writer that was killed leaves HDF5's "file is being written" flag set, so the
+        file is not reopened for writing: its contents are copied batch by batch into a
+        new file, which then atomically replaces it and receives the new measurements.
+        """
+        import os
+
+        old = read_journal(path)
+        p = Path(path)
+        tmp = p.with_name(p.name + ".resume-tmp")
+        j = cls(tmp, old["spectrum"].shape[1] if old["spectrum"].ndim == 2 else 1, old["settings"])
+        b = old["batch"]
+        cuts = np.flatnonzero(np.diff(b)) + 1
+        for idx in np.split(np.arange(b.size), cuts):
+            if idx.size:
+                j.append(old["position"][idx], old["label"][idx], old["spectrum"][idx], float(old["time"][idx[0]]))
+        os.replace(tmp, p)
+        j.path = p
+        return j
+
+    def append(self, positions, labels, spectra, elapsed: float) -> None:
+        """Add one batch and flush it to disk."""
+        pos = np.asarray(positions, dtype=np.int32).reshape(-1, 2)
+        m = pos.shape[0]
+        if m == 0:
+            return
+        a, b = self.n, self.n + m
+        f = self._f
+        for name in ("position", "label", "batch", "time", "spectrum"):
+            f[name].resize(b, axis=0)
+        f["position"][a:b] = pos
+        f["label"][a:b] = np.asarray(labels, dtype=np.int16)
+        f["batch"][a:b] = self.n_batches
+        f["time"][a:b] = float(elapsed)
+        f["spectrum"][a:b] = np.asarray(spectra, dtype=np.float32)
+        f.flush()
+        self.n = b
+        self.n_batches += 1
+
+    def close(self) -> None:
+        if self._f is not None:
+            try:
+                self._f.close()
+            finally:
+                self._f = None
+
+
+def read_journal(path) -> dict:
+    """Read a journal written by :class:`Journal`.
+
+    Returns
+    -------
+    dict with ``settings`` (dict), ``position`` (n, 2) int64, ``label`` (n,) int16,
+    ``batch`` (n,) int32, ``time`` (n,) float64, ``spectrum`` (n, p) float32.
+
+    Raises
+    ------
+    InputError
+        Missing, truncated or corrupt file, or not a journal.
+    """
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"journal not found: {p}")
+    _check_hdf5_complete(p)
+    try:
+        try:
+            f = h5py.File(p, "r")
+        except OSError as exc:
+            if "open for write" not in str(exc):
+                raise
+            # the writer was killed: its "being written" flag is still set; a SWMR reader
+            # sees the file as it was at the last flush
+            f = h5py.File(p, "r", libver="latest", swmr=True)
+        with f:
+            if f.attrs.get("format") != _FORMAT:
+                raise InputError(f"{p}: not a napari-slads-eds journal")
+            out = {"settings": json.loads(f.attrs["settings"])}
+            n = min(f[k].shape[0] for k in ("position", "label", "batch", "time", "spectrum"))
+            for k in ("position", "label", "batch", "time", "spectrum"):
+                out[k] = f[k][:n]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: the journal cannot be read (truncated or corrupt?): {exc}") from exc
+    out["position"] = out["position"].astype(np.int64)
+    return out
+
+
+def _check_hdf5_complete(p: Path) -> None:
+    """Refuse files that are not HDF5 or are shorter than their superblock says (a
+    truncated copy), before HDF5 is asked to open them."""
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        head = fh.read(48)
+    if head[:8] != b"\x89HDF\r\n\x1a\n":
+        raise InputError(f"{p}: not an HDF5 journal file")
+    if len(head) >= 12 and head[8] in (2, 3):
+        so = head[9]
+        if so in (4, 8) and len(head) >= 12 + 4 * so:
+            eof = int.from_bytes(head[12 + 2 * so: 12 + 3 * so], "little")
+            if eof > size:
+                raise InputError(f"{p}: the journal is truncated ({size} of {eof} bytes)")
+
+
+# ------------------------------------------------------------------------ stopping rule
+
+def stopping_beta(n_pixels: int) -> float:
+    """β of the stopping rule's running average for a grid of ``n_pixels`` (SLADS)."""
+    lg = math.log2(max(2, n_pixels))
+    if n_pixels <= 2 ** 18:
+        return 0.001 * ((18 - lg) / 2 + 1)
+    return 0.001 / ((lg - 18) / 2 + 1)
+
+
+@dataclass
+class StoppingRule:
+    """Running rate of wrong predictions at the measured pixels, against a threshold.
+
+    Parameters
+    ----------
+    threshold : float
+        T: stop when ε < T.
+    n_pixels : int
+        |Ω|, sets β.
+    min_fraction : float
+        Never stop before this sampling fraction.
+    """
+
+    threshold: float
+    n_pixels: int
+    min_fraction: float = 0.02
+    beta: float = field(default=0.0)
+    _m: float = 0.0
+    _k: int = 0
+
+    def __post_init__(self):
+        if not self.beta:
+            self.beta = stopping_beta(self.n_pixels)
+
+    @property
+    def epsilon(self) -> float:
+        """Current ε (bias-corrected running average); 1.0 before any observation."""
+        if self._k == 0:
+            return 1.0
+        return self._m / (1.0 - (1.0 - self.beta) ** self._k)
+
+    def observe(self, predicted, measured) -> float:
+        """Add measurements: the labels the reconstruction predicted before measuring and
+        the measured labels (ill-spectra, label 0, are skipped).  Returns ε."""
+        p = np.asarray(predicted).ravel()
+        m = np.asarray(measured).ravel()
+        keep = m > 0
+        for d in (p[keep] != m[keep]).astype(float).tolist():
+            self._m = (1 - self.beta) * self._m + self.beta * d
+            self._k += 1
+        return self.epsilon
+
+    def should_stop(self, fraction: float) -> bool:
+        return fraction >= self.min_fraction and self._k > 0 and self.epsilon < self.threshold
+
+
+def learn_stopping_threshold(label_images, n_phases: int, erd_model, target_td: float = 0.01, *,
+                             max_fraction: float = 0.5, k: int = 10, seed: int = 0) -> dict:
+    """T of the stopping rule: simulate SLADS on training images (true labels), note ε at
+    the first step where TD <= ``target_td`` on each, and average.
+
+    Returns
+    -------
+    dict with ``threshold`` (T), ``target_td``, ``per_image`` (list of {fraction, epsilon}).
+
+    Raises
+    ------
+    InputError
+        When no training image reaches the target TD below ``max_fraction``.
+    """
+    from .sampling import Sampler, initial_positions
+
+    per = []
+    for i, truth in enumerate(label_images):
+        truth = np.asarray(truth)
+        H, W = truth.shape
+        P = H * W
+        s = Sampler((H, W), n_phases, erd_model, k=k, truth=truth)
+        init = initial_positions((H, W), 0.01, "halton", seed + i)
+        s.update(init, truth[init[:, 0], init[:, 1]])
+        rule = StoppingRule(0.0, P)
+        batch = max(1, P // 4000)
+        flat = truth.reshape(-1)
+        while s.fraction < max_fraction:
+            if s.td <= target_td:
+                per.append({"fraction": s.fraction, "epsilon": rule.epsilon})
+                break
+            pos = s.select(batch)
+            if len(pos) == 0:
+                break
+            f = pos[:, 0] * W + pos[:, 1]
+            pred = s._recon[f].copy()
+            s.update(pos, flat[f])
+            rule.observe(pred, flat[f])
+    if not per:
+        raise InputError(f"no training image reached TD {target_td} below {100 * max_fraction:g} % "
+                         "sampled; the stopping rule cannot be learned for this target")
+    return {"threshold": float(np.mean([p["epsilon"] for p in per])), "target_td": float(target_td),
+            "per_image": per}
+
+
+# --------------------------------------------------------------------------- the loop
+
+@dataclass
+class RunConfig:
+    """Settings of the acquisition loop (see :func:`acquire`)."""
+
+    target_fraction: float = 0.15
+    initial_fraction: float = 0.01
+    initial_pattern: str = "halton"
+    batch: int = 1
+    batch_mode: str = "top"
+    overlap: bool = False
+    seed: int = 0
+    frame_interval: float = 0.25
+    send_maps: bool = True
+    stop_threshold: float | None = None     # T of the stopping rule; None: budget only
+    stop_min_fraction: float = 0.02
+
+    def check(self) -> "RunConfig":
+        if not 0 < self.target_fraction <= 1:
+            raise InputError(f"target sampling fraction must be in (0, 1], got {self.target_fraction}")
+        if not 0 < self.initial_fraction <= 1:
+            raise InputError(f"initial fraction must be in (0, 1], got {self.initial_fraction}")
+        if int(self.batch) < 1:
+            raise InputError(f"batch must be >= 1, got {self.batch}")
+        if self.batch_mode not in ("top", "pseudo"):
+            raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
+        if self.initial_pattern not in ("halton", "random"):
+            raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Journal | None = None,
+            replay: dict | None = None) -> dict:
+    """Run the SLADS acquisition loop until the budget, the stopping rule or a stop request.
+
+    Parameters
+    ----------
+    ctx : JobContext-like
+        ``emit``, ``checkpoint(graceful=True)``, ``stop_requested``.
+    sampler : Sampler
+        A fresh sampler (nothing measured).
+    measure : callable(positions (n, 2)) -> spectra (n, p)
+    classify : callable(spectra (n, p)) -> labels (n,) in 0..L
+    config : RunConfig
+    journal : Journal, optional
+        Every measured batch is appended (and flushed) before it is used.
+    replay : dict, optional
+        A journal read by :func:`read_journal`: its measurements are fed to the sampler in
+        their original batches, without measuring, before the loop continues.
+
+    Returns
+    -------
+    dict with positions, labels, td_curve, stop_reason, n_replayed, seconds, epsilon.
+    """
+    cfg = config.check()
+    H, W = sampler.shape
+    P = H * W
+    t0 = time.perf_counter()
+    target = max(1, int(round(cfg.target_fraction * P)))
+    pos_log: list[np.ndarray] = []
+    lab_log: list[np.ndarray] = []
+    curve: list[list] = []
+    rule = StoppingRule(cfg.stop_threshold, P, cfg.stop_min_fraction) if cfg.stop_threshold is not None else None
+    state = {"sent": 0, "last": 0.0}
+    n_replayed = 0
+
+    def frame(final=False):
+        s = state["sent"]
+        newpos = np.concatenate(pos_log[s:]) if len(pos_log) > s else np.zeros((0, 2), np.int64)
+        newlab = np.concatenate(lab_log[s:]) if len(lab_log) > s else np.zeros(0, np.int16)
+        el = time.perf_counter() - t0
+        msg = dict(n_measured=sampler.n_measured, fraction=sampler.fraction, td=sampler.td,
+                   positions=newpos, labels=newlab, final=final, elapsed=el,
+                   rate=(sampler.n_measured - n_replayed) / max(1e-9, el),
+                   epsilon=None if rule is None else rule.epsilon)
+        if cfg.send_maps:
+            msg["reconstruction"] = sampler.reconstruction
+            msg["erd"] = sampler.erd_map
+        state["sent"] = len(pos_log)
+        state["last"] = time.perf_counter()
+        ctx.emit("frame", **msg)
+
+    def record(pos, lab, spectra=None, *, log=True):
+        f = pos[:, 0] * W + pos[:, 1]
+        pred = sampler._recon[f].copy()
+        if journal is not None and spectra is not None:
+            journal.append(pos, lab, spectra, time.perf_counter() - t0)
+        sampler.update(pos, lab)
+        if rule is not None:
+            rule.observe(pred, lab)
+        pos_log.append(pos)
+        lab_log.append(np.asarray(lab, dtype=np.int16))
+        curve.append([sampler.fraction, sampler.td])
+        if log and time.perf_counter() - state["last"] >= cfg.frame_interval:
+            frame()
+
+    def measure_classify(pos):
+        spectra = measure(pos)
+        return classify(spectra), spectra
+
+    # 1. replay a journal, or measure the initial pattern
+    if replay is not None and len(replay["label"]):
+        b = replay["batch"]
+        cuts = np.flatnonzero(np.diff(b)) + 1
+        for pos, lab in zip(np.split(replay["position"], cuts), np.split(replay["label"], cuts)):
+            record(pos, lab, log=False)
+        n_replayed = sampler.n_measured
+    else:
+        from .sampling import initial_positions
+
+        init = initial_positions((H, W), min(cfg.initial_fraction, cfg.target_fraction),
+                                 cfg.initial_pattern, cfg.seed)[:target]
+        lab, spectra = measure_classify(init)
+        record(init, lab, spectra, log=False)
+    frame()
+
+    # 2. the loop
+    stop_reason = "target fraction reached"
+
+    def stop_by_rule() -> bool:
+        return rule is not None and rule.should_stop(sampler.fraction)
+
+    if stop_by_rule():
+        stop_reason = "stopping rule: the running error rate fell below its threshold"
+    elif cfg.overlap:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="acquire") as pool:
+            cur = sampler.select(min(cfg.batch, target - sampler.n_measured), "pseudo")
+            fut = pool.submit(measure_classify, cur) if len(cur) else None
+            while fut is not None:
+                stopping = ctx.checkpoint(graceful=True)
+                room = target - sampler.n_measured - len(cur)
+                nxt = sampler.select(min(cfg.batch, room), "pseudo") if room > 0 and not stopping else None
+                lab, spectra = fut.result()
+                record(cur, lab, spectra)
+                done_by_rule = stop_by_rule()
+                if stopping or ctx.stop_requested or done_by_rule:
+                    if nxt is not None and len(nxt):
+                        sampler.cancel(nxt)
+                    stop_reason = ("stopping rule: the running error rate fell below its threshold"
+                                   if done_by_rule and not stopping else "stopped by the user")
+                    break
+                cur = nxt
+                fut = pool.submit(measure_classify, cur) if cur is not None and len(cur) else None
+    else:
+        while sampler.n_measured < target:
+            if ctx.checkpoint(graceful=True):
+                stop_reason = "stopped by the user"
+                break
+            pos = sampler.select(min(cfg.batch, target - sampler.n_measured), cfg.batch_mode)
+            if len(pos) == 0:
+                break
+            lab, spectra = measure_classify(pos)
+            record(pos, lab, spectra)
+            if stop_by_rule():
+                stop_reason = "stopping rule: the running error rate fell below its threshold"
+                break
+    if sampler.n_measured >= P:
+        stop_reason = "every pixel measured"
+    frame(final=True)
+    return {
+        "positions": np.concatenate(pos_log) if pos_log else np.zeros((0, 2), np.int64),
+        "labels": np.concatenate(lab_log) if lab_log else np.zeros(0, np.int16),
+        "td_curve": curve,
+        "stop_reason": stop_reason,
+        "n_replayed": n_replayed,
+        "seconds": time.perf_counter() - t0,
+        "epsilon": None if rule is None else rule.epsilon,
+        "stop_threshold": cfg.stop_threshold,
+    }

@@ -1,0 +1,109 @@
+"""A run never loses a measurement: journal, kill -9 of the engine, resume."""
+
+import os
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_slads_eds import Engine, EngineError, InputError
+from napari_slads_eds.acquisition import JOURNAL_NAME, Journal, read_journal
+from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment, run_experiment
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+SETTINGS = dict(size=40, downsample=4, fraction=0.25, seed=3, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def experiment(sample_dir):
+    return prepare_experiment(sample_dir / "sem_nanoporous_gold_inlens.png", 2, RunSettings(**SETTINGS))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(experiment, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return run_experiment(experiment, out), out
+
+
+def test_sigkill_mid_run_then_resume_loses_nothing(experiment, uninterrupted, tmp_path):
+    ref, _ = uninterrupted
+    out = tmp_path / "killed"
+    eng = Engine()
+    seen = {"n": 0}
+
+    def on_message(m):
+        if m.get("type") == "frame":
+            seen["n"] = m["n_measured"]
+            if m["n_measured"] >= 150:
+                os.kill(eng.pid, signal.SIGKILL)
+
+    with pytest.raises(EngineError, match="ended unexpectedly"):
+        run_experiment(experiment, out, engine=eng, on_message=on_message)
+    eng.close()
+    j = read_journal(out / JOURNAL_NAME)
+    n_journal = len(j["label"])
+    assert n_journal >= seen["n"] >= 150                # everything reported measured is on disk
+    assert n_journal < ref["n_measured"]
+    # the journal's spectra are the specimen's spectra at those positions
+    assert np.array_equal(j["spectrum"], experiment.specimen.measure(j["position"]))
+
+    res = resume_experiment(out)
+    assert res["n_replayed"] == n_journal
+    assert np.array_equal(res["positions"], ref["positions"])     # identical selections, same order
+    assert np.array_equal(res["mask"], ref["mask"])
+    assert res["td"] == ref["td"]
+    # 0 measured spectra lost: every measured position has its spectrum in the journal
+    j2 = read_journal(out / JOURNAL_NAME)
+    assert len(j2["label"]) == res["n_measured"]
+    assert np.array_equal(j2["position"], res["positions"])
+    assert np.array_equal(j2["position"][:n_journal], j["position"])
+
+
+def test_stopped_run_resumes_to_the_budget(experiment, uninterrupted, tmp_path):
+    ref, _ = uninterrupted
+    out = tmp_path / "stopped"
+    eng = Engine()
+
+    def on_message(m):
+        if m.get("type") == "frame" and m["n_measured"] >= 120:
+            eng.request_stop()
+
+    res1 = run_experiment(experiment, out, engine=eng, on_message=on_message)
+    assert res1["stop_reason"] == "stopped by the user"
+    res2 = resume_experiment(out, engine=eng)
+    eng.close()
+    assert res2["stop_reason"] == "target fraction reached"
+    assert np.array_equal(res2["positions"], ref["positions"])
+
+
+def test_resume_refuses_what_is_not_a_run(tmp_path, uninterrupted):
+    with pytest.raises(InputError, match="cannot be resumed"):
+        resume_experiment(tmp_path)
+    _, out = uninterrupted
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes((out / JOURNAL_NAME).read_bytes()[:300])
+    with pytest.raises(InputError, match="bad.h5"):
+        read_journal(bad)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(InputError, match="not a napari-slads-eds journal"):
+        read_journal(tmp_path / "other.h5")
+
+
+def test_journal_roundtrip(tmp_path):
+    j = Journal(tmp_path / JOURNAL_NAME, 5, {"seed": 1})
+    j.append([[0, 1], [2, 3]], [1, 0], np.ones((2, 5)), 0.5)
+    j.append([[4, 4]], [2], np.full((1, 5), 7.0), 1.0)
+    j.close()
+    d = read_journal(tmp_path / JOURNAL_NAME)
+    assert d["settings"] == {"seed": 1}
+    assert d["position"].tolist() == [[0, 1], [2, 3], [4, 4]]
+    assert d["label"].tolist() == [1, 0, 2] and d["batch"].tolist() == [0, 0, 1]
+    assert d["spectrum"][2].tolist() == [7.0] * 5
+    k = Journal.append_to(tmp_path / JOURNAL_NAME)
+    k.append([[5, 5]], [1], np.zeros((1, 5)), 2.0)
+    k.close()
+    d = read_journal(tmp_path / JOURNAL_NAME)
+    assert d["batch"].tolist() == [0, 0, 1, 2] and len(d["label"]) == 4
