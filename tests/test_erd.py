@@ -91,3 +91,47 @@ def test_train_erd_chooses_c_by_td_area(blobs):
     assert any(m["stage"] == "c-search" for m in seen) and any(m["stage"] == "erd-database" for m in seen)
     with pytest.raises(InputError):
         train_erd([np.full((10, 10), 5)], 2)
+
+
+def test_mlp_erd_is_deterministic_and_roundtrips(tmp_path, blobs):
+    from napari_slads_eds.erd import MLPERD, load_erd_model
+
+    rng = np.random.default_rng(0)
+    w = [rng.normal(size=(6, 8)), rng.normal(size=8), rng.normal(size=(8, 4)), rng.normal(size=4),
+         rng.normal(size=(4, 1)), rng.normal(size=1)]
+    m = MLPERD(w, np.zeros(6), np.ones(6), 2.0, 4.0)
+    f = rng.normal(size=(300, 6))
+    h = np.maximum(f @ w[0] + w[1], 0)
+    h = np.maximum(h @ w[2] + w[3], 0)
+    ref = (h @ w[4] + w[5])[:, 0] * 2.0
+    out = m.predict(f)
+    assert np.allclose(out, ref, rtol=1e-12)
+    assert np.array_equal(m.predict(f[7:9]), out[7:9])       # bit-identical in any batch
+    m.save(tmp_path / "mlp.npz")
+    m2 = load_erd_model(tmp_path / "mlp.npz")
+    assert isinstance(m2, MLPERD) and np.array_equal(m2.predict(f), out)
+    with pytest.raises(InputError, match="do not chain"):
+        MLPERD([np.ones((5, 3)), np.ones(3), np.ones((3, 1)), np.ones(1)], np.zeros(6), np.ones(6), 1.0, 2.0)
+
+
+def test_sampler_with_mlp_local_equals_full(blobs):
+    from napari_slads_eds.erd import MLPERD
+    from napari_slads_eds.sampling import initial_positions
+
+    rng = np.random.default_rng(1)
+    db = build_training_database([blobs], 2, c_values=(8.0,), densities=(0.02, 0.2), seed=1)
+    lin = LinearERD.fit(db.features, db.rd[:, 0], 8.0)
+    w = [rng.normal(size=(6, 8)) * 0.3, rng.normal(size=8) * 0.1, rng.normal(size=(8, 1)), np.zeros(1)]
+    mlp = MLPERD(w, lin.mean, lin.scale, 1.0, 8.0)
+    picks = []
+    for full in (False, True):
+        s = Sampler(blobs.shape, 2, mlp, truth=blobs, full_recompute=full)
+        init = initial_positions(blobs.shape, 0.02, "halton", 0)
+        s.update(init, blobs[init[:, 0], init[:, 1]])
+        sel = []
+        for _ in range(150):
+            p = s.select(1)
+            s.update(p, blobs[p[:, 0], p[:, 1]])
+            sel.append(p[0])
+        picks.append(np.array(sel))
+    assert np.array_equal(picks[0], picks[1])

@@ -79,3 +79,20 @@ def test_run_with_mismatched_classifier_is_a_clear_error(setup, tmp_path):
     with pytest.raises(EngineError, match="energy axis") as ei:
         eng.run("run_slads", specimen=other, classifier=clf, erd_model=erd)
     assert ei.value.kind == "input"
+
+
+def test_mlp_erd_trains_in_engine_and_samples(setup, tmp_path):
+    from skimage.data import binary_blobs
+
+    from napari_slads_eds.erd import MLPERD, load_erd_model
+
+    eng, spec, clf, _ = setup
+    imgs = [binary_blobs(48, blob_size_fraction=0.25, rng=s).astype(np.int16) + 1 for s in (1, 2)]
+    rep = eng.run("train_erd", label_images=imgs, n_phases=2, out_path=str(tmp_path / "mlp.npz"),
+                  regressor="mlp", c_values=(4.0, 16.0), densities=(0.02, 0.1, 0.4), c_search_fraction=0.15)
+    assert rep["regressor"] == "mlp" and rep["c"] in (4.0, 16.0)
+    m = load_erd_model(tmp_path / "mlp.npz")
+    assert isinstance(m, MLPERD) and m.c == rep["c"]
+    res = eng.run("run_slads", specimen=spec, classifier=clf, erd_model=str(tmp_path / "mlp.npz"),
+                  target_fraction=0.2, batch=4, baselines=("random",), send_maps=False)
+    assert res["td"] < res["td_random"]

@@ -30,6 +30,8 @@ __all__ = [
     "TrainingDatabase",
     "build_training_database",
     "LinearERD",
+    "MLPERD",
+    "load_erd_model",
     "simulate_td_curve",
     "train_erd",
     "C_CANDIDATES",
@@ -318,6 +320,99 @@ class LinearERD:
             raise InputError(f"{path}: invalid ERD model ({exc})") from exc
 
 
+class MLPERD:
+    """SLADS-Net ERD regressor: a small multilayer perceptron on the standardised features.
+
+    ERD(s) = MLP((V_s - mean) / scale) * y_scale, ReLU hidden layers, linear output.  The
+    network is trained with Keras inside the engine process (:mod:`napari_slads_eds.erd_keras`);
+    this class only evaluates it, in numpy, input unit by input unit, so a pixel's ERD is
+    bit-identical however many pixels are evaluated together (as for :class:`LinearERD`).
+
+    Parameters
+    ----------
+    weights : list of ndarray
+        [W1 (6, h1), b1 (h1,), W2 (h1, h2), b2 (h2,), ..., Wout (h_last, 1), bout (1,)].
+    mean, scale : ndarray (6,)
+    y_scale : float
+        The RD targets were divided by this before training.
+    c : float
+    """
+
+    kind = "mlp"
+
+    def __init__(self, weights, mean, scale, y_scale: float, c: float, meta: dict | None = None):
+        self.weights = [np.asarray(w, dtype=np.float64) for w in weights]
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(N_FEATURES)
+        self.scale = np.asarray(scale, dtype=np.float64).reshape(N_FEATURES)
+        self.y_scale = float(y_scale)
+        self.c = float(c)
+        self.meta = dict(meta or {})
+        if len(self.weights) < 2 or len(self.weights) % 2:
+            raise InputError("MLP ERD model: expected pairs of weight matrices and biases")
+        n_in = N_FEATURES
+        for W, b in zip(self.weights[::2], self.weights[1::2]):
+            if W.ndim != 2 or W.shape[0] != n_in or b.shape != (W.shape[1],):
+                raise InputError(f"MLP ERD model: layer shapes do not chain ({W.shape}, {b.shape})")
+            n_in = W.shape[1]
+        if n_in != 1:
+            raise InputError("MLP ERD model: the last layer must have one output")
+        if not all(np.all(np.isfinite(w)) for w in self.weights) or not np.all(self.scale > 0):
+            raise InputError("MLP ERD model: weights must be finite and scales positive")
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """ERD of feature rows, shape (n,) float64."""
+        h = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        layers = list(zip(self.weights[::2], self.weights[1::2]))
+        for li, (W, b) in enumerate(layers):
+            out = np.empty((W.shape[1], h.shape[0]))
+            out[:] = b[:, None]
+            for i in range(W.shape[0]):      # fixed summation order per output unit
+                out += W[i][:, None] * h[:, i]
+            if li < len(layers) - 1:
+                np.maximum(out, 0.0, out=out)
+            h = out.T
+        return h[:, 0] * self.y_scale
+
+    def save(self, path) -> None:
+        """Write ``.npz`` (layers, standardisation, c, kind, meta as JSON); no pickle."""
+        import json
+
+        arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+        np.savez(path, mean=self.mean, scale=self.scale, y_scale=np.float64(self.y_scale),
+                 c=np.float64(self.c), kind=np.array(self.kind), n_arrays=np.int64(len(self.weights)),
+                 meta=np.array(json.dumps(self.meta)), **arrays)
+
+    @classmethod
+    def load(cls, path) -> "MLPERD":
+        import json
+
+        d = _load_npz(path, ("mean", "scale", "y_scale", "c", "kind", "n_arrays"))
+        if str(d["kind"]) != cls.kind:
+            raise InputError(f"{path}: ERD model kind {str(d['kind'])!r} is not {cls.kind!r}")
+        try:
+            ws = [d[f"w{i}"] for i in range(int(d["n_arrays"]))]
+            meta = json.loads(str(d["meta"])) if "meta" in d else {}
+            return cls(ws, d["mean"], d["scale"], float(d["y_scale"]), float(d["c"]), meta)
+        except (KeyError, ValueError, InputError) as exc:
+            raise InputError(f"{path}: invalid MLP ERD model ({exc})") from exc
+
+
+def load_erd_model(path):
+    """Read an ERD model file of either kind (:class:`LinearERD` or :class:`MLPERD`).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or truncated file, or an unknown kind.
+    """
+    d = _load_npz(path, ("kind",))
+    kind = str(d["kind"])
+    for cls in (LinearERD, MLPERD):
+        if kind == cls.kind:
+            return cls.load(path)
+    raise InputError(f"{path}: unknown ERD model kind {kind!r} (expected 'linear-poly2' or 'mlp')")
+
+
 def simulate_td_curve(truth: np.ndarray, n_phases: int, erd_model, *, stop_fraction: float = 0.2,
                       initial_fraction: float = 0.01, batch: int | None = None, k: int = 10,
                       seed: int = 0, max_steps: int = 2000):
@@ -351,7 +446,7 @@ def simulate_td_curve(truth: np.ndarray, n_phases: int, erd_model, *, stop_fract
 
 def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=DEFAULT_DENSITIES,
               c_search_image=None, c_search_fraction: float = 0.2, k: int = 10, seed: int = 0,
-              progress=None) -> tuple[LinearERD, dict]:
+              progress=None, regressor: str = "linear", mlp_fitter=None):
     """Train the ERD model and choose c by the area under the TD curve.
 
     Parameters
@@ -369,10 +464,14 @@ def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=D
         The simulated runs stop at this sampling fraction.
     progress : callable(dict), optional
         Called with {"stage": "erd-database"|"c-search", "done": i, "total": n, ...}.
+    regressor : {"linear", "mlp"}
+        Least squares on the polynomial features (SLADS) or a multilayer perceptron
+        (SLADS-Net); the MLP needs ``mlp_fitter(features, rd, c, seed) -> MLPERD``
+        (:func:`napari_slads_eds.erd_keras.fit_mlp`, engine process only).
 
     Returns
     -------
-    model : LinearERD
+    model : LinearERD or MLPERD
         Trained with the chosen c.
     report : dict
         {"c": chosen c, "c_search": {c: area under TD}, "rows": database rows, "seconds": ...}
@@ -391,7 +490,16 @@ def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=D
     areas = {}
     models = {}
     for i, c in enumerate(db.c_values):
-        m = LinearERD.fit(db.features, db.rd[:, i], c, {"k": k, "n_phases": int(n_phases)})
+        meta = {"k": k, "n_phases": int(n_phases)}
+        if regressor == "linear":
+            m = LinearERD.fit(db.features, db.rd[:, i], c, meta)
+        elif regressor == "mlp":
+            if mlp_fitter is None:
+                raise InputError("the MLP ERD model is trained in the engine process (mlp_fitter missing)")
+            m = mlp_fitter(db.features, db.rd[:, i], c, seed)
+            m.meta.update(meta)
+        else:
+            raise InputError(f"ERD regressor must be 'linear' or 'mlp', got {regressor!r}")
         fr, td = simulate_td_curve(search_img, n_phases, m, stop_fraction=c_search_fraction, k=k, seed=seed)
         areas[float(c)] = float(np.trapezoid(td, fr))
         models[float(c)] = m
@@ -401,6 +509,6 @@ def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=D
     best = min(areas, key=lambda c: (areas[c], c))
     model = models[best]
     model.meta.update({"c_search": areas, "rows": int(len(db.features))})
-    report = {"c": best, "c_search": areas, "rows": int(len(db.features)),
+    report = {"c": best, "c_search": areas, "rows": int(len(db.features)), "regressor": regressor,
               "seconds": time.perf_counter() - t0}
     return model, report

@@ -60,6 +60,10 @@ def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, sto
         ctx.progress(info["stage"], info["done"], info["total"],
                      **{k: v for k, v in info.items() if k not in ("stage", "done", "total")})
 
+    if kwargs.get("regressor") == "mlp":
+        from .erd_keras import fit_mlp
+
+        kwargs["mlp_fitter"] = fit_mlp
     model, report = train_erd(label_images, n_phases, seed=seed, progress=progress, **kwargs)
     if stop_td is not None:
         ctx.progress("stopping-rule", 0, 1)
@@ -85,10 +89,10 @@ def _load_classifier(classifier):
 
 
 def _load_erd(erd_model):
-    from .erd import LinearERD
+    from .erd import load_erd_model
 
     if isinstance(erd_model, (str, Path)):
-        return LinearERD.load(erd_model)
+        return load_erd_model(erd_model)
     return erd_model
 
 
