@@ -1,0 +1,220 @@
+"""Small helpers shared by the dock widgets: layer combo boxes, error reporting, spin boxes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from typing import Callable
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QSpinBox
+
+from .._validation import InputError
+
+__all__ = ["LayerCombo", "run_in_thread", "set_progress", "user_action", "int_spin", "float_spin", "layer_data_2d", "show_message",
+           "status_label"]
+
+log = logging.getLogger(__name__)
+
+
+def show_message(kind: str, text: str) -> None:
+    """A napari notification (kind: "error", "warning" or "info")."""
+    from napari.utils import notifications
+
+    {"error": notifications.show_error, "warning": notifications.show_warning,
+     "info": notifications.show_info}[kind](text)
+
+
+def user_action(title: str) -> Callable:
+    """Decorate a widget action so that bad input or a failure becomes a napari
+    notification with a clear message (never a traceback dialog).
+
+    ``InputError``/``ValueError`` messages are shown as they are; warnings raised during
+    the action (e.g. "RGB image converted to grey") are shown as napari warnings.
+    The action's return value is passed through (None after an error).
+    """
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                try:
+                    out = fn(self, *args, **kwargs)
+                except (InputError, ValueError) as exc:
+                    show_message("error", f"{title}: {exc}")
+                    out = None
+                except Exception as exc:  # a bug: log it, tell the user in one line
+                    log.exception("%s failed", title)
+                    show_message("error", f"{title} failed: {type(exc).__name__}: {exc}")
+                    out = None
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    show_message("warning", f"{title}: {w.message}")
+            return out
+
+        return wrapper
+
+    return deco
+
+
+def int_spin(lo: int, hi: int, value: int, *, step: int = 1, suffix: str = "", tip: str = "") -> QSpinBox:
+    w = QSpinBox()
+    w.setRange(lo, hi)
+    w.setValue(value)
+    w.setSingleStep(step)
+    if suffix:
+        w.setSuffix(suffix)
+    if tip:
+        w.setToolTip(tip)
+    return w
+
+
+def float_spin(lo: float, hi: float, value: float, *, step: float = 0.01, decimals: int = 3,
+               suffix: str = "", tip: str = "") -> QDoubleSpinBox:
+    w = QDoubleSpinBox()
+    w.setDecimals(decimals)
+    w.setRange(lo, hi)
+    w.setSingleStep(step)
+    w.setValue(value)
+    if suffix:
+        w.setSuffix(suffix)
+    if tip:
+        w.setToolTip(tip)
+    return w
+
+
+def set_progress(bar, value: int, maximum: int | None = None, fmt: str | None = None) -> None:
+    """Set a QProgressBar without its synchronous repaint.
+
+    ``QProgressBar.setValue`` repaints at once; in a window holding napari's OpenGL canvas that
+    recomposes the whole window (about 0.1 s under Xvfb/llvmpipe) on every call.  With updates
+    disabled during the change the repaint is deferred and merged with the next paint.
+    """
+    bar.setUpdatesEnabled(False)
+    try:
+        if maximum is not None:
+            bar.setMaximum(max(1, int(maximum)))
+        if fmt is not None:
+            bar.setFormat(fmt)
+        bar.setValue(int(value))
+    finally:
+        bar.setUpdatesEnabled(True)   # schedules an ordinary (asynchronous) update
+
+
+def status_label(text: str = "") -> QLabel:
+    lab = QLabel(text)
+    lab.setWordWrap(True)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return lab
+
+
+def layer_data_2d(layer) -> np.ndarray:
+    """The layer's data as a numpy array (level 0 of a multiscale layer)."""
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return np.asarray(data)
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's layers that pass ``accept(layer)``; follows the layer list.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    accept : callable(layer) -> bool
+    placeholder : str
+        Shown when no layer qualifies.
+    """
+
+    def __init__(self, viewer, accept: Callable, placeholder: str = "(no layer)", parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._accept = accept
+        self._placeholder = placeholder
+        self._layers: list = []
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        ev = viewer.layers.events
+        ev.inserted.connect(self._on_inserted)
+        ev.removed.connect(self.refresh)
+        ev.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_inserted(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event=None) -> None:
+        try:
+            current = self.layer()
+        except RuntimeError:  # deleted widget
+            return
+        layers = [l for l in reversed(list(self.viewer.layers)) if self._accept(l)]
+        self.blockSignals(True)
+        self.clear()
+        self._layers = layers
+        if layers:
+            for l in layers:
+                self.addItem(l.name)
+            idx = next((i for i, l in enumerate(layers) if l is current), 0)
+            self.setCurrentIndex(idx)
+        else:
+            self.addItem(self._placeholder)
+        self.blockSignals(False)
+        if (layers[self.currentIndex()] if layers else None) is not current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self):
+        """The chosen layer, or None."""
+        i = self.currentIndex()
+        if not self._layers or i < 0 or i >= len(self._layers):
+            return None
+        return self._layers[i]
+
+    def set_layer(self, layer) -> None:
+        self.refresh()
+        for i, l in enumerate(self._layers):
+            if l is layer:
+                self.setCurrentIndex(i)
+
+
+def run_in_thread(fn: Callable, *, on_done: Callable, title: str, start: bool = True):
+    """Run ``fn()`` (numpy work, no Qt) in a napari thread_worker; ``on_done(value)`` runs in
+    the main thread.  A failure becomes a notification ("<title>: <message>"), not a
+    traceback.  Returns the worker (unstarted with ``start=False``)."""
+    from napari.qt.threading import create_worker
+
+    def guarded():
+        try:
+            return True, fn()
+        except Exception as exc:  # reported in the main thread
+            return False, exc
+
+    def done(out):
+        ok, value = out
+        if ok:
+            try:
+                on_done(value)
+            except RuntimeError as exc:   # the widget was closed while the thread ran
+                if "deleted" not in str(exc):
+                    raise
+                log.debug("%s finished after its widget was closed", title)
+        elif isinstance(value, ValueError):
+            show_message("error", f"{title}: {value}")
+        else:
+            log.error("%s failed", title, exc_info=value)
+            show_message("error", f"{title} failed: {type(value).__name__}: {value}")
+
+    worker = create_worker(guarded, _start_thread=False)
+    worker.returned.connect(done)
+    if start:
+        worker.start()
+    return worker

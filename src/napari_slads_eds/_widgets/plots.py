@@ -1,0 +1,218 @@
+"""Matplotlib plots for dock widgets: the TD curve of a run, a spectrum on an energy axis
+in keV, and the grey-level histogram with multi-Otsu thresholds.
+
+Uses ``matplotlib.figure.Figure`` with the QtAgg canvas directly (no pyplot, no global
+state); colours follow the napari theme.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+__all__ = ["PlotCanvas", "TDCurvePlot", "SpectrumPlot", "HistogramPlot"]
+
+_BASELINE_STYLE = {"random": ("--", "static random"), "halton": (":", "static Halton")}
+
+
+def _theme_colours() -> dict:
+    try:
+        from napari.settings import get_settings
+        from napari.utils.theme import get_theme
+
+        name = get_settings().appearance.theme
+        if name == "system":
+            name = "dark"
+        t = get_theme(name)
+        return {"bg": t.background.as_hex(), "fg": t.text.as_hex(), "grid": t.highlight.as_hex()}
+    except Exception:  # napari absent or theme API changed: matplotlib defaults
+        return {"bg": "#ffffff", "fg": "#000000", "grid": "#b0b0b0"}
+
+
+class PlotCanvas(QWidget):
+    """A QWidget holding one matplotlib axes, styled like the napari theme."""
+
+    #: Redraws closer together than this (seconds) are merged (0: draw on every change).
+    min_redraw_interval = 0.0
+
+    def __init__(self, parent=None, *, figsize=(4.0, 2.6), min_height=160,
+                 margins=(0.16, 0.2, 0.97, 0.88)):
+        super().__init__(parent)
+        self.colours = _theme_colours()
+        # fixed margins: a layout engine re-measures every text on every draw (slow)
+        self.figure = Figure(figsize=figsize, dpi=90, facecolor=self.colours["bg"])
+        left, bottom, right, top = margins
+        self.figure.subplots_adjust(left=left, bottom=bottom, right=right, top=top)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setMinimumHeight(min_height)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.canvas)
+        self.ax = self.figure.add_subplot(111)
+        self._style()
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self.canvas.draw_idle)
+        self.draws_requested = 0
+
+    def _style(self) -> None:
+        ax, c = self.ax, self.colours
+        ax.set_facecolor(c["bg"])
+        for side in ax.spines.values():
+            side.set_color(c["fg"])
+        ax.tick_params(colors=c["fg"], labelsize=8)
+        ax.xaxis.label.set_color(c["fg"])
+        ax.yaxis.label.set_color(c["fg"])
+        ax.title.set_color(c["fg"])
+        ax.title.set_fontsize(9)
+        ax.grid(True, color=c["grid"], alpha=0.4, lw=0.5)
+
+    def _legend(self) -> None:
+        leg = self.ax.legend(fontsize=7, facecolor=self.colours["bg"], edgecolor=self.colours["grid"])
+        for t in leg.get_texts():
+            t.set_color(self.colours["fg"])
+
+    def redraw(self, now: bool = False) -> None:
+        """Redraw soon; with ``min_redraw_interval`` changes in quick succession are merged."""
+        self.draws_requested += 1
+        if now or self.min_redraw_interval <= 0:
+            self._redraw_timer.stop()
+            self.canvas.draw_idle()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(1000 * self.min_redraw_interval))
+
+
+class TDCurvePlot(PlotCanvas):
+    """TD (fraction of wrongly reconstructed pixels) versus sampling fraction (%):
+    the SLADS run, live, against the static random and Halton scans.
+
+    Live points are drawn at most once a second: a matplotlib draw costs tens of ms of the
+    GUI thread, which competes with the engine process for the CPU.
+    """
+
+    min_redraw_interval = 1.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent, margins=(0.15, 0.24, 0.97, 0.95))
+        self.clear()
+
+    def clear(self, target_fraction: float | None = None) -> None:
+        ax = self.ax
+        ax.clear()
+        self._style()
+        ax.set_xlabel("sampling fraction (%)", fontsize=8)
+        ax.set_ylabel("TD", fontsize=8)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        self._x: list[float] = []
+        self._y: list[float] = []
+        (self.slads_line,) = ax.plot([], [], lw=2, color="#ff9f1c", label="SLADS")
+        self.baselines: dict[str, object] = {}
+        if target_fraction:
+            ax.axvline(100 * target_fraction, color=self.colours["grid"], lw=1)
+            ax.set_xlim(0, 100 * target_fraction * 1.02)
+        self._legend()
+        self.redraw(now=True)
+
+    def set_baseline(self, name: str, curve) -> None:
+        """A static scan's curve: [[fraction, td], ...]."""
+        c = np.asarray(curve, dtype=float).reshape(-1, 2)
+        style, label = _BASELINE_STYLE.get(name, ("-.", f"static {name}"))
+        if name in self.baselines:
+            self.baselines[name].set_data(100 * c[:, 0], c[:, 1])
+        else:
+            (self.baselines[name],) = self.ax.plot(100 * c[:, 0], c[:, 1], style, marker="o", ms=3,
+                                                   lw=1.2, label=label)
+        self._rescale()
+        self._legend()
+        self.redraw()
+
+    def append(self, fraction: float, td: float | None) -> None:
+        """One more point of the SLADS curve."""
+        if td is None:
+            return
+        self._x.append(100 * float(fraction))
+        self._y.append(float(td))
+        self.slads_line.set_data(self._x, self._y)
+        self._rescale()
+        self.redraw()
+
+    def set_curve(self, curve) -> None:
+        """The whole SLADS curve ([[fraction, td], ...], every step) at the end of a run."""
+        c = np.asarray(curve, dtype=float).reshape(-1, 2)
+        self._x = list(100 * c[:, 0])
+        self._y = list(c[:, 1])
+        self.slads_line.set_data(self._x, self._y)
+        self._rescale()
+        self.redraw(now=True)
+
+    @property
+    def slads_points(self) -> int:
+        return len(self._x)
+
+    def _rescale(self) -> None:
+        self.ax.relim()
+        self.ax.autoscale_view()
+        lo, hi = self.ax.get_ylim()
+        self.ax.set_ylim(0, max(hi, 1e-3))
+
+
+class SpectrumPlot(PlotCanvas):
+    """Counts versus energy (keV) of one spectrum, with its phase's mean reference."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.ax.set_xlabel("energy (keV)", fontsize=8)
+        self.ax.set_ylabel("counts", fontsize=8)
+        self.title = ""
+
+    def show_spectrum(self, energies_keV, counts, title: str = "", reference=None,
+                      reference_label: str = "mean reference", xmax_keV: float | None = None) -> None:
+        ax = self.ax
+        ax.clear()
+        self._style()
+        e = np.asarray(energies_keV, dtype=float)
+        if reference is not None:
+            ax.plot(e, np.asarray(reference, dtype=float), lw=1.6, color="#ff9f1c", alpha=0.6,
+                    label=reference_label)
+        ax.plot(e, np.asarray(counts, dtype=float), lw=0.7, color="#4cc9f0", label="measured spectrum")
+        ax.set_xlabel("energy (keV)", fontsize=8)
+        ax.set_ylabel("counts", fontsize=8)
+        ax.set_xlim(e[0], xmax_keV if xmax_keV else e[-1])
+        ax.set_title(title)
+        self.title = title
+        self._legend()
+        self.redraw()
+
+
+class HistogramPlot(PlotCanvas):
+    """Grey-level histogram with the thresholds between phases."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent, figsize=(3.6, 1.8), min_height=120, margins=(0.04, 0.3, 0.97, 0.85))
+        self.ax.set_yticks([])
+        self.ax.set_xlabel("grey level", fontsize=8)
+        self.thresholds = np.zeros(0)
+
+    def show_histogram(self, values, thresholds, title: str = "") -> None:
+        ax = self.ax
+        ax.clear()
+        self._style()
+        v = np.asarray(values, dtype=float).ravel()
+        hist, edges = np.histogram(v, bins=128)
+        ax.stairs(hist, edges, fill=True, color="#8d99ae", alpha=0.8)
+        for i, t in enumerate(np.asarray(thresholds, dtype=float).ravel()):
+            ax.axvline(t, color="#ff9f1c", lw=1.2)
+        th = np.concatenate([[edges[0]], np.asarray(thresholds, dtype=float).ravel(), [edges[-1]]])
+        top = hist.max() if hist.size else 1
+        for l in range(len(th) - 1):
+            ax.text(0.5 * (th[l] + th[l + 1]), 0.92 * top, str(l + 1), ha="center", va="top",
+                    fontsize=8, color=self.colours["fg"])
+        ax.set_yticks([])
+        ax.set_xlabel("grey level", fontsize=8)
+        ax.set_title(title)
+        self.thresholds = np.asarray(thresholds, dtype=float).ravel()
+        self.redraw()

@@ -1,0 +1,458 @@
+"""GUI tests of the four dock widgets (napari viewer under Xvfb, pytest-qt).
+
+TensorFlow never enters this process: training and sampling run in the engine process,
+and every test checks ``"tensorflow" not in sys.modules``.  Workers are started inside
+``qtbot.waitSignal(...)`` (starting them first is a race).
+"""
+
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-slads-eds"
+WIDGETS = ("Micrograph & phases", "Simulated object", "Training", "Sampling run")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _notes(since=0):
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records[since:]]
+
+
+def _n_notes():
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def _dock(viewer, name):
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return w
+
+
+def _no_tensorflow():
+    assert "tensorflow" not in sys.modules
+    assert "keras" not in sys.modules
+
+
+def _pid_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    return False
+
+
+def _gold_specimen(viewer, size=32, factor=4):
+    """Open the ready-to-run gold sample and build a size x size specimen through the widget."""
+    viewer.open_sample(PLUGIN, "gold_ready")
+    sw = _dock(viewer, "Simulated object")
+    sw.size_spin.setValue(size)
+    sw.factor_spin.setValue(factor)
+    gt = sw.create_specimen()
+    assert gt is not None
+    return sw, gt
+
+
+@pytest.fixture(scope="module")
+def trained_models(tmp_path_factory):
+    """A 2-phase classifier (2 epochs) for the gold specimen's spectra (Si, Fe; seed 0) and an
+    ERD model, trained once in a bare engine and shared by the tests of this module."""
+    from skimage.data import binary_blobs
+
+    from napari_slads_eds import Engine
+    from napari_slads_eds._widgets.specimen import N_CLASSIFIER, N_REFERENCES
+    from napari_slads_eds.spectra import bundled_standards, make_reference_spectra, read_spectrum
+
+    d = tmp_path_factory.mktemp("models")
+    std = bundled_standards()
+    refs = make_reference_spectra([read_spectrum(std["Si"]), read_spectrum(std["Fe"])],
+                                  n_per_phase=N_REFERENCES, counts_per_spectrum=7500.0, seed=0,
+                                  phase_names=["Si", "Fe"])
+    train_refs, _ = refs.split(N_CLASSIFIER)
+    maps = [binary_blobs(48, blob_size_fraction=0.25, volume_fraction=0.4, rng=i).astype(np.int16) + 1
+            for i in range(2)]
+    with Engine() as eng:
+        eng.run("train_classifier", references=train_refs, out_dir=str(d / "classifier"), seed=0, epochs=2)
+        eng.run("train_erd", label_images=maps, n_phases=2, out_path=str(d / "erd.npz"), seed=0,
+                c_search_fraction=0.1)
+    _no_tensorflow()
+    return d / "classifier", d / "erd.npz"
+
+
+def _load_models(viewer, models):
+    tw = _dock(viewer, "Training")
+    assert tw.load_classifier(models[0]) is not None
+    assert tw.load_erd(models[1]) is not None
+    return tw
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_every_widget_builds_from_the_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    from napari_slads_eds._widgets.micrograph import MicrographWidget
+    from napari_slads_eds._widgets.sampling import SamplingWidget
+    from napari_slads_eds._widgets.specimen import SpecimenWidget
+    from napari_slads_eds._widgets.training import TrainingWidget
+
+    from napari_slads_eds._widgets.workflow import WorkflowWidget
+
+    classes = (MicrographWidget, SpecimenWidget, TrainingWidget, SamplingWidget)
+    for name, cls in zip(WIDGETS, classes):
+        assert isinstance(_dock(viewer, name), cls)
+    # `napari -w napari-slads-eds` opens the first widget: all four steps as tabs
+    _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
+    assert isinstance(wf, WorkflowWidget)
+    assert [type(w) for w in wf.steps] == list(classes) and wf.tabs.count() == 4
+    # all widgets of one viewer share one session (one engine process, not started yet)
+    from napari_slads_eds._widgets._session import session_for
+
+    s = session_for(viewer)
+    assert s.engine is None and not s.busy
+    _no_tensorflow()
+
+
+def test_micrograph_widget_segments_and_rejects_bad_input(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    mw = _dock(viewer, "Micrograph & phases")
+
+    n0 = _n_notes()
+    assert mw.segment() is None                        # no layer chosen
+    assert any("choose a micrograph" in m for m in _notes(n0))
+
+    viewer.open_sample(PLUGIN, "glass")
+    assert mw.phases_spin.value() == 3                 # from the sample's metadata
+    mw.denoise_spin.setValue(3)
+    worker = mw.update_preview(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    assert len(mw.histogram.thresholds) == 2
+    worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    phases = mw.phases_layer
+    assert phases.name == "phases" and phases.metadata["n_phases"] == 3
+    assert set(np.unique(phases.data)) == {1, 2, 3}
+    assert phases.data.shape == viewer.layers[0].data.shape
+
+    # constant image: a clear message, no traceback
+    viewer.add_image(np.full((40, 40), 7.0), name="flat")
+    mw.image_combo.set_layer(viewer.layers["flat"])
+    n0 = _n_notes()
+    worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    assert any("constant" in m for m in _notes(n0)), _notes(n0)
+
+    # too many phases for the grey levels
+    viewer.add_image(np.repeat(np.arange(3.0), 300).reshape(30, 30), name="three levels")
+    mw.image_combo.set_layer(viewer.layers["three levels"])
+    mw.phases_spin.setValue(5)
+    mw.denoise_spin.setValue(0)
+    n0 = _n_notes()
+    worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    assert any("3 grey levels" in m for m in _notes(n0)), _notes(n0)
+
+    # RGB image: converted to grey with a warning
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[:, 20:] = 200
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    mw.image_combo.set_layer(viewer.layers["rgb"])
+    mw.phases_spin.setValue(2)
+    n0 = _n_notes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    assert any("RGB image converted to grey" in m for m in _notes(n0)), _notes(n0)
+    assert mw.phases_layer is not phases and mw.phases_layer.metadata["source"] == "rgb"
+    assert set(np.unique(mw.phases_layer.data)) == {1, 2}
+
+    # opening a file
+    from napari_slads_eds.spectra import sample_data_dir
+
+    layer = mw.open_micrograph(sample_data_dir() / "sem_nanoporous_gold_inlens.png")
+    assert layer.name == "sem_nanoporous_gold_inlens" and layer.data.ndim == 2
+    n0 = _n_notes()
+    assert mw.open_micrograph("/no/such/file.png") is None
+    assert any("not found" in m for m in _notes(n0))
+    _no_tensorflow()
+
+
+def test_simulated_object_and_spectrum_on_click(make_napari_viewer):
+    viewer = make_napari_viewer()
+    sw, gt = _gold_specimen(viewer, size=32, factor=4)
+    from napari_slads_eds._widgets._session import session_for, specimen_info
+    from napari_slads_eds._widgets.specimen import show_spectrum_at_world
+
+    info = specimen_info(gt)
+    assert gt.data.shape == (32, 32) == info.shape
+    assert info.n_phases == 2 and info.phase_names == ("Si", "Fe")
+    assert len(info.train_maps) == 4 and all(m.shape == (32, 32) for m in info.train_maps)
+    assert info.train_references.spectra.shape == (2, 24, 2048)
+    assert info.specimen.references.spectra.shape == (2, 12, 2048)
+    # the ground truth sits over its test region of the micrograph: grid pixel (0, 0) covers
+    # micrograph pixels 0..3
+    np.testing.assert_allclose(gt.scale, (4, 4))
+    np.testing.assert_allclose(gt.translate, (1.5, 1.5))
+    assert "regions" in viewer.layers
+
+    # a click on a pixel of the ground truth shows its spectrum on an energy axis in keV
+    plot = show_spectrum_at_world(viewer, session_for(viewer), (4 * 5 + 1.5, 4 * 7 + 1.5))
+    assert plot is session_for(viewer).plot("spectrum")
+    assert plot.title.startswith("pixel (5, 7): ")
+    assert plot.ax.get_xlabel() == "energy (keV)"
+    (measured,) = [ln for ln in plot.ax.lines if ln.get_label() == "measured spectrum"]
+    x, y = measured.get_data()
+    assert len(x) == 2048 and 0 <= x[0] < 0.1 and x[-1] > 15
+    np.testing.assert_array_equal(y, info.specimen.measure([[5, 7]])[0])
+    assert show_spectrum_at_world(viewer, session_for(viewer), (-50.0, -50.0)) is None   # outside
+
+    # ill-spectrum pixels are titled as such
+    r, c = map(int, np.argwhere(info.specimen.labels == 0)[0])
+    assert "ill-spectrum" in sw.show_spectrum(r, c).title
+
+    # bad input: grid too large for a test and a training region
+    sw.size_spin.setValue(512)
+    n0 = _n_notes()
+    assert sw.create_specimen() is None
+    assert any("fewer than two" in m for m in _notes(n0))
+    # too many phases for the bundled standards
+    sw.size_spin.setValue(32)
+    sw.phases_spin.setValue(7)
+    n0 = _n_notes()
+    assert sw.create_specimen() is None
+    assert any("choose a reference spectrum for phase 3" in m for m in _notes(n0)), _notes(n0)
+    _no_tensorflow()
+
+
+@pytest.mark.engine
+def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_path):
+    """micrograph -> phases -> simulated object -> classifier + ERD model -> live run -> save."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "gold")
+    mw = _dock(viewer, "Micrograph & phases")
+    worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    sw = _dock(viewer, "Simulated object")
+    assert sw.phase_combo.layer() is viewer.layers["phases"]
+    sw.size_spin.setValue(32)
+    sw.factor_spin.setValue(4)
+    gt = sw.create_specimen()
+    assert gt is not None
+
+    tw = _dock(viewer, "Training")
+    tw.epochs_spin.setValue(2)
+    tw.csearch_spin.setValue(0.1)
+    epochs = []
+    worker = tw.train_classifier(start=False)
+    worker.yielded.connect(lambda m: epochs.append((m.get("model"), m.get("done"))))
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        worker.start()
+    s = tw.session
+    assert s.classifier_path is not None and (s.classifier_path / "cnn.keras").is_file()
+    assert ("detector", 4) in epochs and ("cnn", 2) in epochs        # progress per epoch
+    assert tw.confusion.rowCount() == 3 and tw.confusion.columnCount() == 3
+    assert "misclassification (validation)" in tw.clf_label.text()
+    stages = []
+    worker = tw.train_erd(start=False)
+    worker.yielded.connect(lambda m: stages.append(m.get("stage")))
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        worker.start()
+    assert {"erd-database", "c-search"} <= set(stages)
+    assert s.erd_path is not None and s.erd_path.is_file()
+    assert "chosen c = " in tw.erd_label.text()
+
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.15, frame_interval=0.05)
+    frames = []
+    worker = rw.start(start=False)
+    worker.yielded.connect(lambda m: frames.append(m["type"]))
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        worker.start()
+    r = rw.result
+    assert r is not None and r["stop_reason"] == "target fraction reached"
+    assert frames.count("baseline") == 2 and "frame" in frames
+    target = round(0.15 * 32 * 32)
+    assert rw.n_measured == r["n_measured"] == target
+    # live layers: updated in place, same layer objects during the run
+    mask, rec, erd = rw.layers["mask"], rw.layers["reconstruction"], rw.layers["erd"]
+    assert mask.data.sum() == target and mask.data.shape == (32, 32)
+    assert set(np.unique(rec.data)) <= {0, 1, 2} and rec.data.max() > 0
+    np.testing.assert_array_equal(rec.data, r["reconstruction"])
+    assert np.all(erd.data[mask.data == 1] == 0) and np.isfinite(erd.data).all()
+    td = s.plot("td")
+    assert set(td.baselines) == {"random", "halton"}
+    assert td.slads_points == len(r["td_curve"]) > 10
+    assert "target fraction reached" in rw.status.text() and "TD" in rw.status.text()
+    assert rw.save_button.isEnabled()
+
+    # a second run reuses the layers
+    before = [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")]
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        worker.start()
+    assert [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")] == before
+    assert len([l for l in viewer.layers if l.name == "reconstruction"]) == 1
+
+    files = rw.save(tmp_path / "run")
+    assert files is not None
+    res = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert res["grid"] == [32, 32] and res["phases"] == 2
+    assert abs(res["sampling_fraction"] - target / 1024) < 1e-9
+    assert {"td", "td_random", "td_halton", "misclassification", "c", "td_curve"} <= set(res)
+    assert (tmp_path / "run" / "td_curve.png").is_file()
+
+    # models can be saved and loaded back
+    assert tw.save_classifier(tmp_path / "clf") is not None
+    assert tw.save_erd(tmp_path / "erd.npz") is not None
+    assert tw.load_classifier(tmp_path / "clf")["phase_names"] == ["Si", "Fe"]
+    assert tw.load_erd(tmp_path / "erd.npz")["c"] == s.erd_report["c"]
+    _no_tensorflow()
+
+
+@pytest.mark.engine
+def test_pause_resume_and_stop(make_napari_viewer, qtbot, trained_models):
+    viewer = make_napari_viewer()
+    _gold_specimen(viewer, size=64, factor=2)
+    tw = _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.9, frame_interval=0.05, baselines=False)
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.started, timeout=10000):
+        worker.start()
+    qtbot.waitUntil(lambda: rw.frames >= 2, timeout=60000)
+    assert rw.stop_button.isEnabled() and not rw.start_button.isEnabled()
+
+    rw.pause()
+    assert rw.pause_button.text() == "Resume"
+    qtbot.wait(400)                          # let frames in flight arrive
+    n_paused = rw.n_measured
+    qtbot.wait(600)
+    assert rw.n_measured == n_paused         # nothing measured while paused
+
+    rw.resume()
+    qtbot.waitUntil(lambda: rw.n_measured > n_paused, timeout=10000)
+
+    with qtbot.waitSignal(worker.finished, timeout=10000):
+        rw.stop()
+    r = rw.result
+    assert r["stop_reason"] == "stopped by the user"
+    assert n_paused < r["n_measured"] < round(0.9 * 64 * 64)
+    assert rw.layers["mask"].data.sum() == r["n_measured"]
+    assert rw.start_button.isEnabled() and not rw.stop_button.isEnabled()
+    assert rw.session.engine.is_alive()      # a graceful stop keeps the engine
+
+    # stopping a training: cancelled within a second, the loaded classifier stays
+    clf_path = tw.session.classifier_path
+    tw.epochs_spin.setValue(500)
+    worker = tw.train_classifier(start=False)
+    with qtbot.waitSignal(worker.started, timeout=10000):
+        worker.start()
+    qtbot.waitUntil(lambda: tw.clf_progress.value() >= 1, timeout=60000)
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        tw.stop()
+    assert time.perf_counter() - t0 < 1.5
+    assert "cancelled" in tw.clf_label.text()
+    assert tw.session.classifier_path == clf_path and not tw.session.busy
+    _no_tensorflow()
+
+
+@pytest.mark.engine
+def test_closing_the_viewer_during_a_run_ends_the_engine(make_napari_viewer, qtbot, trained_models):
+    viewer = make_napari_viewer(show=True)
+    _gold_specimen(viewer, size=64, factor=2)
+    _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.9, frame_interval=0.05, baselines=False)
+    session = rw.session
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.started, timeout=10000):
+        worker.start()
+    qtbot.waitUntil(lambda: rw.frames >= 1, timeout=60000)
+    pid = session.engine_pid
+    assert pid is not None and not _pid_gone(pid)
+
+    # what File > Close Window, Ctrl+W and the window's close button do
+    t0 = time.perf_counter()
+    viewer.window._qt_window.close()
+    qtbot.waitUntil(lambda: _pid_gone(pid), timeout=1000)
+    assert time.perf_counter() - t0 < 1.0
+    assert session.closed and not session.workdir.exists()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    # napari's Window.close() ends with `del self._qt_window`; the window was closed the way
+    # a user closes it, so do that bookkeeping for the fixture's teardown (viewer.close())
+    del viewer.window._qt_window
+    _no_tensorflow()
+
+
+@pytest.mark.engine
+def test_engine_error_reaches_the_user_as_a_notification(make_napari_viewer, qtbot, trained_models,
+                                                          tmp_path):
+    import shutil
+
+    viewer = make_napari_viewer()
+    _gold_specimen(viewer, size=32, factor=4)
+    broken = tmp_path / "broken_classifier"
+    shutil.copytree(trained_models[0], broken)
+    (broken / "cnn.keras").write_bytes(b"not a keras archive")
+    tw = _dock(viewer, "Training")
+    assert tw.load_classifier(broken) is not None        # the JSON is fine
+    assert tw.load_erd(trained_models[1]) is not None
+    rw = _dock(viewer, "Sampling run")
+    n0 = _n_notes()
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        worker.start()
+    notes = _notes(n0)
+    assert any("the sampling run" in m and "cnn.keras" in m for m in notes), notes
+    assert rw.result is None and "failed" in rw.status.text()
+    assert not rw.session.busy and rw.start_button.isEnabled()
+    _no_tensorflow()
+
+
+def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    tw = _dock(viewer, "Training")
+    rw = _dock(viewer, "Sampling run")
+    n0 = _n_notes()
+    assert tw.train_classifier() is None and tw.train_erd() is None
+    assert rw.start() is None
+    assert rw.save(tmp_path) is None
+    notes = _notes(n0)
+    assert sum("create the simulated object first" in m for m in notes) == 3
+    assert any("no finished run to save" in m for m in notes)
+
+    _gold_specimen(viewer, size=32, factor=4)
+    n0 = _n_notes()
+    assert rw.start() is None
+    assert any("no spectrum classifier" in m for m in _notes(n0))
+    n0 = _n_notes()
+    assert tw.load_classifier(tmp_path) is None
+    assert tw.load_erd(tmp_path / "missing.npz") is None
+    notes = _notes(n0)
+    assert any("missing classifier.json" in m for m in notes), notes
+    assert any("not found" in m or "missing" in m for m in notes[1:]), notes
+    # a training layer with the wrong labels
+    viewer.add_labels(np.zeros((64, 64), np.int16), name="empty labels")
+    tw.set_training_layers(["empty labels"])
+    n0 = _n_notes()
+    assert tw.train_erd() is None
+    assert any("expected labels in 1..2" in m for m in _notes(n0)), _notes(n0)
+    assert not tw.session.busy and tw.session.engine is None
+    _no_tensorflow()
