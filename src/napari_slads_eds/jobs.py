@@ -125,7 +125,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               batch_mode: str = "top", k: int = 10, seed: int = 0, frame_interval: float = 0.25,
               send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
               overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
-              journal_path=None, resume: bool = False, journal_settings: dict | None = None) -> dict:
+              journal_path=None, resume: bool = False, journal_settings: dict | None = None,
+              baseline_fractions=()) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -170,8 +171,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
 
     # static scans at the same budget, through the same classifier and reconstruction
     baseline_curves, baseline_orders = {}, {}
-    fr = np.unique(np.clip(np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points),
-                           1 / P, 1))
+    fr = np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points)
+    fr = np.unique(np.clip(np.concatenate([fr, [f for f in baseline_fractions if f <= target / P]]), 1 / P, 1))
     for i, name in enumerate(baselines if truth is not None else ()):
         ctx.checkpoint()
         ctx.progress("baseline", i, len(baselines), baseline=name)

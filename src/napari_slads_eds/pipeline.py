@@ -67,6 +67,13 @@ class RunSettings:
         Choose the next batch while the current one is measured (pseudo-measurements).
     stop_td : float or None
         Target TD of the learned stopping rule; None: stop at ``fraction`` only.
+    upsample : int
+        Interpolate the micrograph this many times finer before segmenting (the same
+        object imaged at a higher resolution; for grids larger than the micrograph).
+    erd : {"linear", "mlp"}
+        ERD regressor: least squares on polynomial features (SLADS) or an MLP (SLADS-Net).
+    baseline_fractions : tuple of float
+        Extra sampling fractions at which the static scans are evaluated.
     """
 
     size: int = 128
@@ -88,6 +95,9 @@ class RunSettings:
     max_train_regions: int = 4
     overlap: bool = False
     stop_td: float | None = None
+    upsample: int = 1
+    erd: str = "linear"
+    baseline_fractions: tuple = ()
 
     def check(self) -> "RunSettings":
         if self.size < 8:
@@ -102,6 +112,12 @@ class RunSettings:
             raise InputError(f"--batch must be >= 1, got {self.batch}")
         if self.initial_pattern not in ("halton", "random"):
             raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
+        if int(self.upsample) < 1:
+            raise InputError(f"upsample must be >= 1, got {self.upsample}")
+        if self.erd not in ("linear", "mlp"):
+            raise InputError(f"the ERD model must be 'linear' or 'mlp', got {self.erd!r}")
+        if self.stop_td is not None and not 0 < self.stop_td < 1:
+            raise InputError(f"the stopping rule's target TD must be in (0, 1), got {self.stop_td}")
         if self.batch_mode not in ("top", "pseudo"):
             raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
         return self
@@ -164,9 +180,14 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
 
     def load(x, name):
         if isinstance(x, (str, Path)):
-            return read_micrograph(x, crop_bottom=s.crop_bottom)
-        from .segmentation import to_grey
-        return to_grey(x, name=name)
+            g = read_micrograph(x, crop_bottom=s.crop_bottom)
+        else:
+            from .segmentation import to_grey
+            g = to_grey(x, name=name)
+        if s.upsample > 1:
+            from skimage.transform import rescale
+            g = rescale(g, int(s.upsample), order=1, preserve_range=True, anti_aliasing=False)
+        return g
 
     train_refs, test_refs = _references(L, spectra, s)   # fails fast on missing spectra
     img = load(image, "micrograph")
@@ -209,7 +230,8 @@ TRAINING_FILE = "models/training.json"
 def _run_kwargs(s: RunSettings) -> dict:
     return dict(target_fraction=s.fraction, initial_fraction=s.initial_fraction,
                 initial_pattern=s.initial_pattern, batch=s.batch, batch_mode=s.batch_mode,
-                overlap=s.overlap, k=s.k, seed=s.seed, send_maps=False)
+                overlap=s.overlap, k=s.k, seed=s.seed, send_maps=False,
+                baseline_fractions=tuple(s.baseline_fractions))
 
 
 def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) -> dict:
@@ -247,7 +269,7 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
         erd_report = eng.run("train_erd", on_message=cb, label_images=exp.train_maps,
                              n_phases=exp.n_phases, out_path=str(out / "models" / "erd_model.npz"),
                              seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)),
-                             stop_td=s.stop_td)
+                             stop_td=s.stop_td, regressor=s.erd)
         _atomic_json(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
         save_specimen(exp.specimen, out / SPECIMEN_FILE)
         _atomic_json(out / SETTINGS_FILE, {"settings": asdict(s), "n_phases": exp.n_phases,
