@@ -170,3 +170,23 @@ def test_reader_spectrum_image_and_pixel_spectrum(tmp_path):
         pixel_spectrum(kw["metadata"], 4, 0)
     with pytest.raises(InputError, match="not a spectrum-image layer"):
         pixel_spectrum({}, 0, 0)
+
+
+def test_cli_export_reloads_runs_and_exports(tmp_path, run_result, capsys):
+    from napari_slads_eds.cli import main
+
+    result, spectra = run_result
+    # a folder of slads-eds run (no spectra kept)
+    write_run(dict(result), tmp_path / "runfolder")
+    assert main(["export", str(tmp_path / "runfolder"), "--to", str(tmp_path / "a.hspy")]) == 0
+    out = capsys.readouterr()
+    assert "TD 0.05000" in out.out and "no spectra" in out.err
+    np.testing.assert_array_equal(load_export(tmp_path / "a.hspy")["reconstruction"], result["reconstruction"])
+    # an exported .npz with spectra -> .hspy keeps the spectra and their axis
+    export_run(result, tmp_path / "b.npz", spectra=spectra, axis=AXIS, pixel_size=3.0)
+    assert main(["export", str(tmp_path / "b.npz"), "--to", str(tmp_path / "b.hspy")]) == 0
+    back = load_export(tmp_path / "b.hspy")
+    np.testing.assert_allclose(back["spectra"], spectra)
+    assert back["energy_axis"] == AXIS and float(back["export_pixel_size"]) == 3.0
+    assert main(["export", str(tmp_path / "missing"), "--to", str(tmp_path / "c.hspy")]) == 2
+    assert main(["export", str(tmp_path / "b.npz"), "--to", str(tmp_path / "c.txt")]) == 2

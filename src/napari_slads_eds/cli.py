@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     pr.add_argument("--out", required=True, help="output folder")
     _add_run_options(pr, demo=False)
 
-    from .replay import add_replay_parser  # slads-eds replay (implementation in replay.py)
+    from .replay import add_replay_parser  # slads-eds replay and export (in replay.py, export.py)
     add_replay_parser(sub)
 
     args = ap.parse_args(argv)
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             img, L = {"gold": ("sem_nanoporous_gold_inlens.png", 2),
                       "glass": ("sem_glass_sand_bubbles_bse.png", 3)}[args.sample]
             return _do_run(sample_data_dir() / img, L, args)
-        if args.command == "replay":
+        if args.command in ("replay", "export"):
             from .replay import replay_command
             return replay_command(args)
         if args.command == "run":

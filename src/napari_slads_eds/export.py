@@ -57,12 +57,14 @@ def _jsonable(o):
         return bool(o)
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, EnergyAxis):
+        return o.to_dict()
     return o
 
 
 def _summary(result: dict) -> dict:
-    skip = set(_MAP_KEYS) | set(_CURVE_KEYS) | {"positions", "labels", "spectra"}
-    return _jsonable({k: v for k, v in result.items() if k not in skip})
+    skip = set(_MAP_KEYS) | set(_CURVE_KEYS) | {"positions", "labels", "spectra", "energy_axis"}
+    return _jsonable({k: v for k, v in result.items() if k not in skip and not k.startswith("export_")})
 
 
 def _arrays(result: dict, spectra, axis: EnergyAxis | None):
@@ -349,3 +351,63 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+# ----------------------------------------------------------------------------- command line
+
+def load_any_run(path) -> dict:
+    """A run from a run folder (``run_export.npz`` preferred, else ``run.npz``), a
+    ``run.npz`` of :func:`napari_slads_eds.results.write_run`, or an exported file.
+
+    Raises
+    ------
+    InputError
+        Nothing readable at ``path``.
+    """
+    from .results import load_run
+
+    p = Path(path)
+    if p.is_dir() and p.suffix.lower() != ".zspy":
+        if (p / "run_export.npz").is_file():
+            return load_export(p / "run_export.npz")
+        return load_run(p)
+    if not p.exists():
+        raise InputError(f"run not found: {p}")
+    if p.suffix.lower() in (".hspy", ".zspy"):
+        return load_export(p)
+    if p.suffix.lower() == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            names = set(z.files)
+        return load_export(p) if "energy_axis_json" in names else load_run(p)
+    raise InputError(f"{p}: expected a run folder, run.npz, or an exported .hspy/.zspy/.npz")
+
+
+def add_export_parser(sub) -> None:
+    """Register ``slads-eds export`` (reload a run and write it as .hspy/.zspy/.npz)."""
+    p = sub.add_parser("export", help="reload a run (folder, run.npz, .hspy, .npz) and export it "
+                                      "as a HyperSpy .hspy/.zspy file or a plain .npz")
+    p.add_argument("run", help="run folder (slads-eds run/replay output), run.npz, or an exported file")
+    p.add_argument("--to", required=True, help="output file: .hspy, .zspy or .npz")
+
+
+def export_command(args) -> int:
+    """Run ``slads-eds export``: print the run's summary and write ``--to``."""
+    import sys
+
+    run = load_any_run(args.run)
+    ax = run.get("energy_axis")
+    spectra = run.get("spectra")
+    if spectra is None:
+        print("slads-eds export: the run holds no spectra (slads-eds run does not keep them); "
+              "exporting positions, labels, maps and curves", file=sys.stderr)
+    out = export_run(run, args.to, spectra=spectra, axis=ax if spectra is not None else None,
+                     beam_energy_keV=run.get("export_beam_energy_keV") or None,
+                     pixel_size=run.get("export_pixel_size") or None,
+                     pixel_units=str(run.get("export_pixel_units") or ""))
+    g = run.get("grid", list(np.shape(run["reconstruction"])))
+    print(f"run: {g[0]} x {g[1]} grid, {run.get('phases', '?')} phases, "
+          f"{len(run['positions'])} measured ({100 * float(run.get('sampling_fraction', 0)):.2f} %), "
+          f"TD {run.get('td', float('nan')):.5f} (random {run.get('td_random', float('nan')):.5f}, "
+          f"Halton {run.get('td_halton', float('nan')):.5f})")
+    print(f"written: {out}")
+    return 0

@@ -408,14 +408,19 @@ def fill_ill(labels) -> np.ndarray:
 
 def phase_training_spectra(train_counts, phase_map, n_phases: int, source_axis: EnergyAxis,
                            axis: EnergyAxis, *, count_scale: float, n_per_phase: int = 600,
-                           spread: float = 0.25, beam_energy_keV=None, seed: int = 0,
+                           spread: float = 0.25, window: int = 5, prior_counts: float = 50.0,
+                           beam_energy_keV=None, seed: int = 0,
                            phase_names=None) -> ReferenceSpectra:
     """Training spectra per phase from the training share of a map.
 
-    For phase l the mean spectrum ``m_l`` of its pixels in ``train_counts`` gives the
-    spectral shape; its mean counts per pixel times ``count_scale`` (measured dwell /
-    training share) the count level.  Each training spectrum is
-    ``Poisson(m_l / sum(m_l) * t)`` with ``t = level * exp(N(0, spread^2))``.
+    Each training spectrum of phase l gets its spectral shape from a random pixel of the
+    phase: the training-share counts of the same-phase pixels in the ``window`` ×
+    ``window`` neighbourhood, regularised towards the phase's mean shape ``m_l`` with
+    ``prior_counts`` pseudo-counts, ``shape = (local + a m_l) / (sum(local) + a)`` --
+    so the training set carries the composition variation within a phase, not only its
+    mean.  The count level is the phase's mean training-share counts per pixel times
+    ``count_scale`` (measured dwell / training share); each spectrum is
+    ``Poisson(shape * t)`` with ``t = level * exp(N(0, spread^2))``.
 
     Parameters
     ----------
@@ -429,6 +434,10 @@ def phase_training_spectra(train_counts, phase_map, n_phases: int, source_axis: 
         M (the classifier trains on the first half, validates on the second).
     spread : float
         Log-normal spread of the counts per spectrum.
+    window : int
+        Side of the neighbourhood (pixels) a local shape is summed over.
+    prior_counts : float
+        Weight (counts) of the phase mean in each local shape.
     seed : int
 
     Returns
@@ -450,19 +459,30 @@ def phase_training_spectra(train_counts, phase_map, n_phases: int, source_axis: 
     rng = np.random.default_rng([int(seed), 0x7A1])
     flat = tc.reshape(-1, tc.shape[2])
     lab = pm.reshape(-1)
+    H, W = pm.shape
+    h = int(window) // 2
     out = np.empty((int(n_phases), int(n_per_phase), axis.size))
     for l in range(1, int(n_phases) + 1):
-        sel = flat[lab == l]
-        if sel.shape[0] == 0:
+        idx = np.flatnonzero(lab == l)
+        if idx.size == 0:
             raise InputError(f"phase {l} has no pixels in the ground truth; use fewer phases")
-        mean = np.asarray(to_axis(sel.mean(axis=0, dtype=np.float64), source_axis, axis,
-                                  beam_energy_keV=beam_energy_keV, what="training spectra"), np.float64)
-        total = mean.sum()
-        if total <= 0:
+        mean_src = flat[idx].mean(axis=0, dtype=np.float64)
+        if mean_src.sum() <= 0:
             raise InputError(f"phase {l} has no counts in the training share")
-        level = total * float(count_scale)
+        level = mean_src.sum() * float(count_scale)
+        mean_shape = mean_src / mean_src.sum()
+        # local shapes: same-phase training-share counts in a window around random pixels
+        # of the phase, regularised towards the phase mean (prior of `prior_counts` counts)
+        shapes = np.empty((int(n_per_phase), tc.shape[2]))
+        for m, f in enumerate(rng.choice(idx, size=int(n_per_phase), replace=True).tolist()):
+            r, c = divmod(f, W)
+            rs, cs = slice(max(0, r - h), r + h + 1), slice(max(0, c - h), c + h + 1)
+            win = tc[rs, cs][pm[rs, cs] == l].sum(axis=0, dtype=np.float64)
+            shapes[m] = (win + float(prior_counts) * mean_shape) / (win.sum() + float(prior_counts))
+        shapes = np.asarray(to_axis(shapes, source_axis, axis, beam_energy_keV=beam_energy_keV,
+                                    what="training spectra"), np.float64)
         t = level * np.exp(rng.normal(0.0, float(spread), size=int(n_per_phase)))
-        out[l - 1] = rng.poisson(t[:, None] * (mean / total)[None, :])
+        out[l - 1] = rng.poisson(t[:, None] * shapes)
     names = phase_names or tuple(f"phase {l}" for l in range(1, int(n_phases) + 1))
     return ReferenceSpectra(out, axis, tuple(names))
 
@@ -784,7 +804,10 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
 # ----------------------------------------------------------------------------- command line
 
 def add_replay_parser(sub) -> None:
-    """Register ``slads-eds replay`` on an argparse sub-parsers object."""
+    """Register ``slads-eds replay`` (and ``slads-eds export``, see
+    :func:`napari_slads_eds.export.add_export_parser`) on an argparse sub-parsers object."""
+    from .export import add_export_parser
+
     d = ReplaySettings()
     p = sub.add_parser("replay", help="replay SLADS on a fully acquired spectrum image (.bcf, .hspy, .rpl, .npz ...)")
     p.add_argument("--spectrum-image", required=True, help="the acquired map (any RosettaSciIO format or .npz)")
@@ -807,11 +830,18 @@ def add_replay_parser(sub) -> None:
     p.add_argument("--calibration", type=float, nargs=2, default=None, metavar=("OFFSET_KEV", "SCALE_KEV"),
                    help="energy calibration to assume when the file has none")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_export_parser(sub)
 
 
 def replay_command(args) -> int:
-    """Run ``slads-eds replay`` from parsed arguments (see :func:`add_replay_parser`)."""
+    """Run ``slads-eds replay`` (or ``slads-eds export``) from parsed arguments (see
+    :func:`add_replay_parser`)."""
     from .cli import _Progress, _table
+
+    if args.command == "export":
+        from .export import export_command
+
+        return export_command(args)
 
     s = ReplaySettings(fraction=args.fraction, seed=args.seed, truth=args.truth, classifier=args.classifier,
                        smooth=args.smooth, train_share=args.train_share, dwell=args.dwell,
