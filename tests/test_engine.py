@@ -84,3 +84,16 @@ def test_killed_engine_is_reported_not_hung():
         for _ in job.messages():
             pass
     eng.close()
+
+
+def test_script_without_main_guard_runs_once(tmp_path):
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text("from napari_slads_eds import Engine\n"
+                      "print('START', flush=True)\n"
+                      "with Engine() as e:\n"
+                      "    print('RESULT', e.run('call', target='math:hypot', kwargs={}), flush=True)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("START") == 1 and "RESULT 0.0" in r.stdout

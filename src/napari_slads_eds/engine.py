@@ -213,7 +213,22 @@ class Engine:
         self._stop.clear()
         self._proc = self._ctx.Process(target=_engine_main, name="slads-eds-engine",
                                        args=(self._in, self._out, self._running, self._stop), daemon=True)
-        self._proc.start()
+        # The engine runs library code only, so the child need not re-run the user's
+        # script: hide the script's path from multiprocessing while it prepares the child
+        # (a script without an ``if __name__ == "__main__":`` guard would otherwise start
+        # its work again inside the engine).
+        import sys
+
+        main = sys.modules.get("__main__")
+        hidden = None
+        if main is not None and getattr(main, "__spec__", None) is None and hasattr(main, "__file__"):
+            hidden = main.__file__
+            del main.__file__
+        try:
+            self._proc.start()
+        finally:
+            if hidden is not None:
+                main.__file__ = hidden
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
