@@ -163,6 +163,16 @@ def test_replay_end_to_end_on_a_generated_map(tmp_path, engine):
     assert back["spectra"].shape == (result["n_measured"], 256)
     np.testing.assert_array_equal(back["reconstruction"], result["reconstruction"])
     assert load_export(tmp_path / "run_export.npz")["td"] == saved["td"]
+    # ground truth by classifying the full map with a trained classifier, which then also
+    # labels the run (no training share set aside: measurements keep the full dwell)
+    clf = str(tmp_path / "models" / "classifier")
+    s2 = ReplaySettings(fraction=0.1, truth="classifier", classifier=clf, train=[blobs],
+                        erd_downsample=2, c_values=(8.0,))
+    exp2 = prepare_replay(si, 2, s2, engine=engine)
+    assert np.mean(exp2.truth == truth) > 0.9
+    assert exp2.source["train_share"] == 0.0 and exp2.specimen.dwell_fraction == 1.0
+    r2 = run_replay(exp2, tmp_path / "with_classifier", engine=engine, export=False)
+    assert r2["sampling_fraction"] == pytest.approx(0.1, abs=1 / truth.size)
     assert "tensorflow" not in sys.modules
 
 
