@@ -109,8 +109,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--ill-fraction", type=float, default=d.ill_fraction,
                    help="fraction of ill-spectrum pixels in the simulated specimen (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
+    p.add_argument("--overlap", action="store_true",
+                   help="choose the next batch while the current one is measured (pseudo-measurements)")
+    p.add_argument("--stop-td", type=float, default=None, metavar="TD",
+                   help="also stop when the learned stopping rule expects TD below this (e.g. 0.01)")
+    p.add_argument("--erd", choices=("linear", "mlp"), default=d.erd,
+                   help="ERD regressor: least squares on polynomial features (SLADS) or an MLP (SLADS-Net)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if not demo:
+        p.add_argument("--upsample", type=int, default=d.upsample,
+                       help="interpolate the micrograph this many times finer before segmenting (default 1)")
         p.add_argument("--crop-bottom", type=int, default=0, help="rows of instrument data bar to remove")
         p.add_argument("--denoise", type=int, default=d.denoise, help="median filter size before segmentation")
 
@@ -120,7 +128,8 @@ def _settings(args):
 
     return RunSettings(size=args.size, downsample=args.downsample, fraction=args.fraction, seed=args.seed,
                        batch=args.batch, batch_mode=args.batch_mode, initial_pattern=args.initial,
-                       ill_fraction=args.ill_fraction, epochs=args.epochs,
+                       ill_fraction=args.ill_fraction, epochs=args.epochs, overlap=args.overlap,
+                       stop_td=args.stop_td, erd=args.erd, upsample=getattr(args, "upsample", 1),
                        crop_bottom=getattr(args, "crop_bottom", 0),
                        denoise=getattr(args, "denoise", RunSettings().denoise))
 
@@ -148,6 +157,34 @@ def _do_run(image, phases, args, train=None, spectra=None) -> int:
         prog.close()
     print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
+    return 0
+
+
+def _do_resume(args) -> int:
+    from .pipeline import resume_experiment
+
+    t0 = time.perf_counter()
+    prog = _Progress(args.quiet)
+    try:
+        result = resume_experiment(args.dir, on_message=prog)
+    finally:
+        prog.close()
+    print(f"\nSLADS-EDS result, resumed ({result['n_replayed']} measurements replayed from the journal, "
+          f"{time.perf_counter() - t0:.1f} s, files in {args.dir}):")
+    print(_table(result))
+    return 0
+
+
+def _do_reproduce(args) -> int:
+    from .reproduce import run_reproduce
+
+    prog = _Progress(args.quiet)
+    try:
+        run_reproduce(args.out, names=args.only, seed=args.seed, erd=args.erd, on_message=prog,
+                      log=lambda t: (prog.close(), print(t, file=sys.stderr)))
+    finally:
+        prog.close()
+    print((Path(args.out) / "table.md").read_text())
     return 0
 
 
@@ -180,6 +217,20 @@ def main(argv=None) -> int:
     pr.add_argument("--out", required=True, help="output folder")
     _add_run_options(pr, demo=False)
 
+    pres = sub.add_parser("resume", help="continue a stopped or crashed run from its journal")
+    pres.add_argument("dir", help="the run's output folder")
+    pres.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    prep = sub.add_parser("reproduce", help="the paper's four experiment kinds on the bundled data, "
+                                            "against static random and Halton scans (takes about 15 min)")
+    prep.add_argument("--out", required=True, help="output folder (table.md, table.json, plots, runs)")
+    prep.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                      help="run only these experiments (2-phase-128 2-phase-1024 3-phase-256 3-phase-1024 "
+                           "stopping-rule)")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--erd", choices=("linear", "mlp"), default="linear")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+
     from .replay import add_replay_parser  # slads-eds replay and export (in replay.py, export.py)
     add_replay_parser(sub)
 
@@ -196,6 +247,10 @@ def main(argv=None) -> int:
             return replay_command(args)
         if args.command == "run":
             return _do_run(args.image, args.phases, args, train=args.train, spectra=args.spectra)
+        if args.command == "resume":
+            return _do_resume(args)
+        if args.command == "reproduce":
+            return _do_reproduce(args)
     except InputError as exc:
         print(f"slads-eds: error: {exc}", file=sys.stderr)
         return 2

@@ -200,6 +200,7 @@ class Sampler:
         self._cols = np.arange(W)
         self._kr = np.arange(self.k)[:, None]
         self._d2k_stale = 0
+        self._changes = 0
         self._full_rebuild()
 
     # ---------------------------------------------------------------- public state
@@ -488,6 +489,7 @@ class Sampler:
         recon[q] = self._mode_of(*self._nn(q))
         v = np.flatnonzero(self._valid)
         recon[v] = self._pt_label[self._pt_of_pixel[v]]
+        self._changes += int(np.count_nonzero(recon != self._recon))
         self._recon = recon
         if self._truth is not None:
             self._wrong = int(np.count_nonzero(recon != self._truth))
@@ -530,7 +532,14 @@ class Sampler:
                         self.shape, self.r_c)
         return np.asarray(self.erd_model.predict(f), dtype=np.float64).reshape(-1)
 
+    def pop_changes(self) -> int:
+        """Pixels whose reconstruction changed since the last call (the realised reduction
+        in distortion, without knowing the truth); used by the stopping rule."""
+        n, self._changes = self._changes, 0
+        return n
+
     def _set_recon(self, pix: np.ndarray, new: np.ndarray) -> None:
+        self._changes += int(np.count_nonzero(self._recon[pix] != new))
         if self._truth is not None:
             t = self._truth[pix]
             self._wrong += int(np.count_nonzero(new != t)) - int(np.count_nonzero(self._recon[pix] != t))
