@@ -183,8 +183,13 @@ def read_spectrum(path) -> Spectrum:
     if ax.get("scale") in (None, 0) or ax.get("offset") is None:
         raise InputError(f"{path}: the file has no energy calibration (XPERCHAN/OFFSET)")
     units = ax.get("units")
-    axis = EnergyAxis(_energy_in_keV(ax["offset"], units, "offset", path),
-                      _energy_in_keV(ax["scale"], units, "scale", path), int(ax["size"]))
+    if np.asarray(item["data"]).size == 0:
+        raise InputError(f"{path}: the file holds no counts")
+    try:
+        axis = EnergyAxis(_energy_in_keV(ax["offset"], units, "offset", path),
+                          _energy_in_keV(ax["scale"], units, "scale", path), int(ax["size"]))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     ai = (item.get("metadata") or {}).get("Acquisition_instrument") or {}
     inst = ai.get("SEM") or ai.get("TEM") or {}
     det = (inst.get("Detector") or {}).get("EDS") or {}
@@ -278,6 +283,10 @@ class ReferenceSpectra:
         if s.shape[0] < 1 or s.shape[1] < 1:
             raise InputError(f"reference spectra: need at least one phase and one spectrum, got {s.shape}")
         check_spectra(s.reshape(-1, s.shape[2]), name="reference spectra")
+        empty = [i + 1 for i in range(s.shape[0]) if not s[i].sum(axis=-1).all()]
+        if empty:
+            raise InputError(f"reference spectra: phase(s) {empty} have spectra with no counts; "
+                             "every phase needs measured spectra")
         if len(self.phase_names) != s.shape[0]:
             raise InputError(
                 f"reference spectra: {len(self.phase_names)} phase names for {s.shape[0]} phases")

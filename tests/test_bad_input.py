@@ -1,0 +1,141 @@
+"""Bad input at the public edge of the library: every case gives a correct result or a
+clear InputError that says what was expected.  docs/bad_input.md lists these cases (and
+the ones tested elsewhere: classifier, engine, widgets); a test below checks that every
+row of that table names a test that exists."""
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_slads_eds import (EnergyAxis, InputError, LinearERD, ReferenceSpectra, Sampler, SimulatedSpecimen,
+                              load_run, read_micrograph, read_spectrum, reconstruct, segment_phases)
+from napari_slads_eds.acquisition import read_journal
+from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment
+from napari_slads_eds.spectra import default_standards_for, make_reference_spectra
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _refs(L=2, M=2, p=50):
+    return ReferenceSpectra(np.ones((L, M, p)) * 5, EnergyAxis(0.0, 0.01, p), tuple(f"p{i}" for i in range(L)))
+
+
+def _write(tmp, name, data: bytes):
+    p = tmp / name
+    p.write_bytes(data)
+    return p
+
+
+CASES = {
+    # id: (callable(tmp_path), expected message regex)
+    "not-an-image": (lambda t: read_micrograph(_write(t, "x.png", b"hello")), "not a readable image"),
+    "missing-file": (lambda t: read_micrograph(t / "nope.tif"), "not found"),
+    "empty-image": (lambda t: segment_phases(np.zeros((0, 4)), 2), "empty"),
+    "constant-image": (lambda t: segment_phases(np.full((9, 9), 3.0), 2), "constant"),
+    "too-few-grey-levels": (lambda t: segment_phases(np.tile([0.0, 1.0], (6, 3)), 3), "only 2 grey levels"),
+    "nan-in-image": (lambda t: segment_phases(np.full((5, 5), np.nan), 2), "NaN"),
+    "image-stack": (lambda t: segment_phases(np.zeros((3, 4, 5, 6)), 2), "2-D"),
+    "tiny-image": (lambda t: prepare_experiment(np.random.default_rng(0).random((40, 40)), 2,
+                                                RunSettings(size=32)), "fewer than two"),
+    "too-many-phases-for-bundled-spectra": (lambda t: default_standards_for(9), "no default reference spectra"),
+    "labels-outside-0-L": (lambda t: reconstruct((3, 3), [[0, 0]], [5], 2), "0..2"),
+    "non-integer-labels": (lambda t: Sampler((4, 4), 2, None, truth=np.full((4, 4), 1.5)), "integer"),
+    "truth-of-wrong-shape": (lambda t: Sampler((4, 4), 2, None, truth=np.ones((3, 3), int)), "shape"),
+    "positions-outside-grid": (lambda t: Sampler((4, 4), 2, None).update([[4, 0]], [1]), "outside"),
+    "position-measured-twice": (lambda t: _twice(), "unmeasured"),
+    "select-without-erd-model": (lambda t: Sampler((4, 4), 2, None).select(), "ERD model"),
+    "nan-counts": (lambda t: SimulatedSpecimen(np.ones((4, 4), int),
+                                               ReferenceSpectra(np.full((1, 2, 5), np.nan),
+                                                                EnergyAxis(0, 0.01, 5), ("a",))), "NaN"),
+    "negative-counts": (lambda t: ReferenceSpectra(-np.ones((1, 2, 5)), EnergyAxis(0, 0.01, 5), ("a",)),
+                        "non-negative"),
+    "spectrum-of-wrong-length": (lambda t: ReferenceSpectra(np.ones((1, 2, 5)), EnergyAxis(0, 0.01, 6), ("a",)),
+                                 "5 channels but the energy axis has 6"),
+    "reference-of-other-calibration": (lambda t: make_reference_spectra(
+        [read_spectrum(REPO / "sample_data/spectra/tima_calcite_25kV.msa")],
+        axis=EnergyAxis(0.0035, 0.01001223, 2048)), "energy axis"),
+    "phase-without-training-spectra": (lambda t: ReferenceSpectra(np.zeros((2, 0, 5)), EnergyAxis(0, 0.01, 5),
+                                                                  ("a", "b")), "at least one"),
+    "phase-with-empty-spectra": (lambda t: ReferenceSpectra(np.concatenate([np.ones((1, 2, 5)), np.zeros((1, 2, 5))]),
+                                                            EnergyAxis(0, 0.01, 5), ("a", "b")), "no counts"),
+    "specimen-labels-beyond-references": (lambda t: SimulatedSpecimen(np.full((4, 4), 3), _refs()), "1..2"),
+    "corrupt-spectrum-file": (lambda t: read_spectrum(_write(t, "s.msa", b"#FORMAT : EMSA\n1,x,,\n")), "s.msa"),
+    "truncated-erd-model": (lambda t: LinearERD.load(_write(t, "erd.npz", b"PK\x03\x04 cut")), "erd.npz"),
+    "pickled-object-in-npz": (lambda t: _pickled_npz(t), "run.npz"),
+    "truncated-run-file": (lambda t: load_run(_write(t, "run.npz", b"PK\x03\x04 cut")), "run.npz"),
+    "truncated-journal": (lambda t: read_journal(_write(t, "journal.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 40)),
+                          "journal.h5"),
+    "resume-of-a-folder-that-is-no-run": (lambda t: resume_experiment(t), "cannot be resumed"),
+    "fraction-outside-0-1": (lambda t: RunSettings(fraction=1.5).check(), "fraction"),
+    "k-less-than-one": (lambda t: reconstruct((3, 3), [[0, 0]], [1], 2, k=0), "k must be"),
+}
+
+
+def _twice():
+    s = Sampler((4, 4), 2, None)
+    s.update([[0, 0]], [1])
+    s.update([[0, 0]], [1])
+
+
+def _pickled_npz(t):
+    p = t / "run.npz"
+    np.savez(p, result_json=np.array("{}"), labels=np.array([{"evil": 1}], dtype=object))
+    return load_run(p)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gives_a_clear_error(case, tmp_path):
+    fn, message = CASES[case]
+    with pytest.raises(InputError, match=message):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(tmp_path)
+
+
+# --- inputs that are not errors: a correct result --------------------------------------------
+
+def test_rgb_micrograph_is_converted_with_a_warning(tmp_path):
+    import imageio.v3 as iio
+
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    rgb[:, 5:] = 200
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    with pytest.warns(UserWarning, match="RGB image converted to grey"):
+        g = read_micrograph(tmp_path / "rgb.png")
+    assert g.shape == (10, 10) and segment_phases(g, 2, denoise_size=0)[0, 9] == 2
+
+
+def test_k_larger_than_the_measured_count_uses_all_of_them():
+    rec = reconstruct((5, 5), [[0, 0], [4, 4]], [1, 2], 2, k=10)
+    assert rec[0, 1] == 1 and rec[4, 3] == 2
+
+
+def test_a_run_to_100_percent_and_an_empty_erd_map():
+    truth = np.ones((6, 6), dtype=np.int16)
+    truth[:, 3:] = 2
+    m = LinearERD(np.r_[1.0, np.zeros(27)], np.zeros(6), np.ones(6), 2.0)
+    s = Sampler((6, 6), 2, m, truth=truth)
+    while len(p := s.select(5)):
+        s.update(p, truth[p[:, 0], p[:, 1]])
+    assert s.fraction == 1.0 and s.td == 0.0
+    assert np.isnan(s.erd_map).all() and s.select(1).shape == (0, 2)
+
+
+def test_every_row_of_the_bad_input_table_is_a_test():
+    doc = (REPO / "docs" / "bad_input.md").read_text()
+    rows = [r for r in doc.splitlines() if r.startswith("| ") and not r.startswith("| input") and "---" not in r]
+    assert len(rows) >= len(CASES)
+    tests_text = {p.name: p.read_text() for p in (REPO / "tests").glob("test_*.py")}
+    for row in rows:
+        ref = row.rstrip(" |").rsplit("|", 1)[-1].strip().strip("`")
+        m = re.fullmatch(r"(test_\w+\.py)::(test_\w+)(?:\[([\w-]+)\])?", ref)
+        assert m, f"row without a test reference: {row}"
+        f, fn, param = m.groups()
+        assert f in tests_text and f"def {fn}(" in tests_text[f], f"{ref} does not exist"
+        if param and f == "test_bad_input.py":
+            assert param in CASES, f"{param} is not a case of {fn}"
+    for case in CASES:
+        assert f"[{case}]" in doc, f"case {case} is missing from docs/bad_input.md"
