@@ -422,11 +422,9 @@ def _is_spectral(item: dict) -> bool:
 
 
 def _read_npz(path: Path, default_calibration=None):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+    from ._files import read_npz
+
+    d = read_npz(path)
     if "counts" not in d:
         raise InputError(f"{path}: expected a spectrum image .npz with a 'counts' (H, W, p) entry "
                          f"and energy_offset_keV / energy_scale_keV, got keys {sorted(d)}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._files import read_npz
 from ._validation import InputError, check_label_image
 from .features import N_FEATURES, poly2
 
@@ -135,24 +136,9 @@ class TrainingDatabase:
     def load(cls, path) -> "TrainingDatabase":
         import json
 
-        d = _load_npz(path, ("features", "rd", "c_values", "density"))
+        d = read_npz(path, ("features", "rd", "c_values", "density"))
         meta = json.loads(str(d["meta"])) if "meta" in d else {}
         return cls(d["features"], d["rd"], d["c_values"], d["density"], meta)
-
-
-def _load_npz(path, keys) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable .npz file (corrupt or truncated?): {exc}") from exc
-    missing = [k for k in keys if k not in d]
-    if missing:
-        raise InputError(f"{path}: missing entries {missing}; is this the right kind of file?")
-    return d
 
 
 def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATES,
@@ -310,7 +296,7 @@ class LinearERD:
         """
         import json
 
-        d = _load_npz(path, ("theta", "mean", "scale", "c", "kind"))
+        d = read_npz(path, ("theta", "mean", "scale", "c", "kind"))
         if str(d["kind"]) != cls.kind:
             raise InputError(f"{path}: ERD model kind {str(d['kind'])!r} is not {cls.kind!r}")
         try:
@@ -386,7 +372,7 @@ class MLPERD:
     def load(cls, path) -> "MLPERD":
         import json
 
-        d = _load_npz(path, ("mean", "scale", "y_scale", "c", "kind", "n_arrays"))
+        d = read_npz(path, ("mean", "scale", "y_scale", "c", "kind", "n_arrays"))
         if str(d["kind"]) != cls.kind:
             raise InputError(f"{path}: ERD model kind {str(d['kind'])!r} is not {cls.kind!r}")
         try:
@@ -405,7 +391,7 @@ def load_erd_model(path):
     InputError
         Missing, corrupt or truncated file, or an unknown kind.
     """
-    d = _load_npz(path, ("kind",))
+    d = read_npz(path, ("kind",))
     kind = str(d["kind"])
     for cls in (LinearERD, MLPERD):
         if kind == cls.kind:

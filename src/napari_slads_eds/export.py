@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import jsonable, read_npz
 from ._validation import InputError, check_spectra
 from .spectra import EnergyAxis
 
@@ -42,29 +43,9 @@ _MAP_KEYS = ("reconstruction", "mask", "ground_truth", "specimen_labels", "erd")
 _CURVE_KEYS = ("td_curve", "td_curve_random", "td_curve_halton")
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, EnergyAxis):
-        return o.to_dict()
-    return o
-
-
 def _summary(result: dict) -> dict:
     skip = set(_MAP_KEYS) | set(_CURVE_KEYS) | {"positions", "labels", "spectra", "energy_axis"}
-    return _jsonable({k: v for k, v in result.items() if k not in skip and not k.startswith("export_")})
+    return jsonable({k: v for k, v in result.items() if k not in skip and not k.startswith("export_")})
 
 
 def _arrays(result: dict, spectra, axis: EnergyAxis | None):
@@ -218,11 +199,7 @@ def is_export_file(path) -> bool:
 
 
 def _from_npz(p: Path) -> dict:
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise InputError(f"{p}: not a readable .npz file (corrupt or truncated?): {exc}") from exc
+    d = read_npz(p)
     if "result_json" not in d or "energy_axis_json" not in d:
         raise InputError(f"{p}: not a napari-slads-eds run export (no result_json/energy_axis_json)")
     try:

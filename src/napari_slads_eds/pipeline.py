@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import jsonable
 from ._validation import InputError
 from .segmentation import (Regions, majority_downsample, read_micrograph, segment_phases,
                            split_regions)
@@ -355,7 +356,7 @@ def _finish(result, out, clf_report, erd_report, s, source, specimen, seconds) -
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(jsonable(obj), indent=1))
     tmp.replace(path)
 
 
@@ -364,23 +365,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not readable JSON (corrupt or truncated?): {exc}") from exc
-
-
-def result_summary(result: dict) -> dict:
-    """The scalar part of a result (what result.json holds besides curves)."""
-    keep = {}
-    for k, v in result.items():
-        if isinstance(v, np.ndarray):
-            continue
-        keep[k] = v
-    return json.loads(json.dumps(keep, default=_json_default))
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))

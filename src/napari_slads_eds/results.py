@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import jsonable, read_npz
 from ._validation import InputError
 
 __all__ = ["write_run", "load_run", "plot_td_curve", "label_colours"]
@@ -45,22 +46,6 @@ def _thin(curve, n_max: int):
         return curve
     idx = np.unique(np.linspace(0, len(curve) - 1, n_max).round().astype(int))
     return [curve[i] for i in idx]
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
 
 
 def plot_td_curve(result: dict, path) -> None:
@@ -108,7 +93,7 @@ def write_run(result: dict, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in result.items() if k not in _ARRAYS}
     summary["td_curve"] = _thin(summary.get("td_curve", []), MAX_JSON_CURVE)
-    summary = _jsonable(summary)
+    summary = jsonable(summary)
     files = {"result.json": out / "result.json"}
     tmp = out / "result.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
@@ -124,6 +109,9 @@ def write_run(result: dict, out_dir) -> dict:
     plot_td_curve(result, out / "td_curve.png")
     files["td_curve.png"] = out / "td_curve.png"
     arrays = {k: np.asarray(result[k]) for k in _ARRAYS if k in result and result[k] is not None}
+    bad = [k for k, a in arrays.items() if a.dtype == object]
+    if bad:   # would need pickle to store, and the file could not be read back
+        raise InputError(f"write_run: entries {bad} must be numeric arrays")
     arrays["td_curve"] = np.asarray(result.get("td_curve", []), dtype=np.float64).reshape(-1, 2)
     np.savez_compressed(out / "run.npz", result_json=np.array(json.dumps(summary)), **arrays)
     files["run.npz"] = out / "run.npz"
@@ -141,13 +129,7 @@ def load_run(path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = p / "run.npz"
-    if not p.is_file():
-        raise InputError(f"run file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise InputError(f"{p}: not a readable run file (corrupt or truncated?): {exc}") from exc
+    d = read_npz(p, what="run file")
     if "result_json" not in d:
         raise InputError(f"{p}: not a napari-slads-eds run file (no result_json entry)")
     try:

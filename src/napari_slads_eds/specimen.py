@@ -178,12 +178,11 @@ def load_specimen(path) -> SimulatedSpecimen:
 
     from .spectra import EnergyAxis
 
+    from ._files import read_npz
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"specimen file not found: {p}")
+    d = read_npz(p, what="specimen file")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
         if str(d.get("kind")) != "simulated":
             raise InputError(f"{p}: not a simulated-specimen file")
         params = json.loads(str(d["params"]))
