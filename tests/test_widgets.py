@@ -294,7 +294,10 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     assert mask.data.sum() == target and mask.data.shape == (32, 32)
     assert set(np.unique(rec.data)) <= {0, 1, 2} and rec.data.max() > 0
     np.testing.assert_array_equal(rec.data, r["reconstruction"])
-    assert np.all(erd.data[mask.data == 1] == 0) and np.isfinite(erd.data).all()
+    assert not erd.visible and erd.data.max() == 0        # hidden: not updated during the run
+    erd.visible = True                                      # shown: the last ERD map appears
+    assert erd.data.max() > 0 and np.isfinite(erd.data).all()
+    assert np.all(erd.data[mask.data == 1] == 0)
     td = s.plot("td")
     assert set(td.baselines) == {"random", "halton"}
     assert td.slads_points == len(r["td_curve"]) > 10

@@ -49,7 +49,7 @@ class RunParameters:
     batch: int = 1
     batch_mode: str = "top"
     seed: int = 0
-    frame_interval: float = 0.25
+    frame_interval: float = 0.5
     baselines: tuple = ("random", "halton")
 
 
@@ -65,6 +65,12 @@ class SamplingWidget(QWidget):
     napari_viewer : napari.Viewer
     """
 
+    #: Share of one CPU core the live display may use.  Every display repaints the window;
+    #: with software OpenGL (llvmpipe, Xvfb, remote desktops) that costs about 0.1 s of CPU,
+    #: which the engine process would otherwise have.  Displays are spaced so that the GUI
+    #: stays within this budget (never closer than the update interval).
+    display_budget = 0.15
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self.viewer = _real(napari_viewer)
@@ -79,6 +85,13 @@ class SamplingWidget(QWidget):
         self._t_start = 0.0
         self._info = None
         self._params: RunParameters | None = None
+        self._pending_erd = None
+        self._lazy_layers: set[int] = set()
+        self.displayed_frames = 0
+        self._undisplayed = None
+        self._next_display = 0.0
+        self._display_gap = 0.0
+        self._cpu_mark = None
 
         self.specimen_combo = LayerCombo(self.viewer, _is_specimen_layer, "(create a simulated object)")
         self.models_label = status_label("")
@@ -94,8 +107,11 @@ class SamplingWidget(QWidget):
                                    "pseudo-measurements (the reconstruction's label) in between")
         self.target_spin = float_spin(0.01, 100.0, 15.0, step=1.0, decimals=2, suffix=" %",
                                       tip="Stop when this sampling fraction is measured")
-        self.interval_spin = float_spin(0.02, 10.0, 0.25, step=0.05, decimals=2, suffix=" s",
-                                        tip="The layers and plot are updated at most this often")
+        self.interval_spin = float_spin(0.02, 10.0, RunParameters.frame_interval, step=0.05, decimals=2,
+                                        suffix=" s",
+                                        tip="The layers and plot are updated at most this often.  Every "
+                                            "update repaints the window, which takes CPU time from the run "
+                                            "(about 0.1 s per update with software OpenGL)")
         self.dwell_spin = float_spin(0.001, 3600.0, 10.0, step=1.0, decimals=3, suffix=" s",
                                      tip="Dwell time per spectrum, for the beam-time estimate")
         self.seed_spin = int_spin(0, 2**31 - 1, 0)
@@ -201,7 +217,9 @@ class SamplingWidget(QWidget):
         self._prepare_layers(gt, info)
         self.result = None
         self.n_measured = 0
-        self.frames = 0
+        self.frames = self.displayed_frames = 0
+        self._undisplayed = None
+        self._next_display, self._display_gap, self._cpu_mark = 0.0, p.frame_interval, None
         self.last_run_wall = None
         set_progress(self.progress, 0, self._target)
         td = s.plot("td")
@@ -216,6 +234,8 @@ class SamplingWidget(QWidget):
     def pause(self) -> None:
         if self.session.busy and self.session.job_name == "run_slads":
             self.session.pause()
+            if self._undisplayed is not None:      # show where the run stands
+                self._display(self._undisplayed)
             self.pause_button.setText("Resume")
             self.status.setText(f"paused at {self.n_measured} measurements")
 
@@ -280,18 +300,38 @@ class SamplingWidget(QWidget):
                 self.status.setText(f"static {name} scan for comparison ({msg['done'] + 1} of {msg['total']})…")
 
     def _apply_frame(self, msg: dict) -> None:
+        """Take one frame: the measured positions always go into the mask array; the layers,
+        plot and status line are redrawn at most every ``_display_gap`` seconds (see
+        :attr:`display_budget`), always for the final frame."""
         self.frames += 1
         pos = np.asarray(msg["positions"], dtype=np.int64).reshape(-1, 2)
         if pos.size:
             self.mask[pos[:, 0], pos[:, 1]] = 1
-            self.layers["mask"].refresh()
+        self.n_measured = int(msg["n_measured"])
+        self.session.plot("td").append(msg["fraction"], msg.get("td"))   # redraws at most 1/s
+        now = time.perf_counter()
+        if not msg.get("final") and now < self._next_display:
+            self._undisplayed = msg
+            return
+        self._display(msg)
+        # the GUI's CPU time (this process: Qt, OpenGL, this thread and the relay) since the
+        # previous display, mostly that display's repaint, sets the gap to the next one
+        cpu = time.process_time()
+        if self._cpu_mark is not None:
+            used = cpu - self._cpu_mark
+            self._display_gap = min(5.0, max(self._params.frame_interval, used / self.display_budget))
+        self._cpu_mark = cpu
+        self._next_display = now + self._display_gap
+
+    def _display(self, msg: dict) -> None:
+        self.displayed_frames += 1
+        self._undisplayed = None
+        self.layers["mask"].refresh()
         if "reconstruction" in msg:
             self.layers["reconstruction"].data = msg["reconstruction"]
         if "erd" in msg:
             self._show_erd(msg["erd"])
-        self.n_measured = int(msg["n_measured"])
         set_progress(self.progress, min(self.n_measured, self._target))
-        self.session.plot("td").append(msg["fraction"], msg.get("td"))
         rate = float(msg.get("rate") or 0.0)
         left = (self._target - self.n_measured) / rate if rate > 0 else float("nan")
         td = msg.get("td")
@@ -302,13 +342,27 @@ class SamplingWidget(QWidget):
             + (f" · about {left:.0f} s left" if np.isfinite(left) and not msg.get("final") else ""))
 
     def _show_erd(self, erd) -> None:
+        """Show an ERD map (NaN at measured pixels -> 0).  While the layer is hidden the map
+        is only kept, and shown when the layer is made visible (no repaint for a hidden layer)."""
+        layer = self.layers["erd"]
+        self._pending_erd = erd
+        if not layer.visible:
+            if id(layer) not in self._lazy_layers:
+                layer.events.visible.connect(self._on_erd_visible)
+                self._lazy_layers.add(id(layer))
+            return
         e = np.nan_to_num(np.asarray(erd, dtype=np.float32), nan=0.0)
         np.maximum(e, 0, out=e)
         pos = e[e > 0]
         hi = float(np.percentile(pos, 99.5)) if pos.size else 1.0
-        layer = self.layers["erd"]
         layer.data = e
         layer.contrast_limits = (0.0, max(hi, 1e-9))
+        self._pending_erd = None
+
+    def _on_erd_visible(self, event=None) -> None:
+        layer = self.layers.get("erd")
+        if layer is not None and layer.visible and self._pending_erd is not None:
+            self._show_erd(self._pending_erd)
 
     def _on_done(self, outcome) -> None:
         self.pause_button.setText("Pause")

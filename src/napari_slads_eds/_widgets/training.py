@@ -9,7 +9,8 @@ model, trained in the engine process; saved and loaded.
 * ERD model: engine job ``train_erd`` on training phase maps: the checked Labels layers,
   or by default the regions of the phase layer that do not overlap the test region.
   Progress over the database and the c search; the chosen c is shown.  Saved as ``.npz``
-  (:class:`~napari_slads_eds.erd.LinearERD`, numpy only).
+  (:class:`~napari_slads_eds.erd.LinearERD` for SLADS or
+  :class:`~napari_slads_eds.erd.MLPERD` for SLADS-Net; both load with numpy only).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QHeaderView, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .._validation import InputError, check_label_image
-from ..erd import LinearERD
+from ..erd import load_erd_model
 from ..segmentation import majority_downsample
 from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_progress, status_label, user_action
 from ._session import _real, session_for, specimen_info
@@ -119,6 +120,11 @@ class TrainingWidget(QWidget):
         self.csearch_spin = float_spin(0.01, 0.8, 0.15, step=0.01, decimals=2,
                                        tip="The c search simulates SLADS on a training map up to this "
                                            "sampling fraction (use about the run's target)")
+        self.regressor_combo = QComboBox()
+        self.regressor_combo.addItem("linear (SLADS)", "linear")
+        self.regressor_combo.addItem("MLP (SLADS-Net)", "mlp")
+        self.regressor_combo.setToolTip("Least squares on second-order polynomial features, or a small "
+                                        "neural network (trained with Keras in the engine)")
         self.erd_button = QPushButton("Train ERD model")
         self.erd_progress = QProgressBar()
         self.erd_label = status_label("no ERD model yet")
@@ -149,6 +155,7 @@ class TrainingWidget(QWidget):
 
         ge = QGroupBox("ERD model (SLADS)")
         fe = QFormLayout(ge)
+        fe.addRow("Regressor", self.regressor_combo)
         fe.addRow("c search up to", self.csearch_spin)
         fe.addRow(self.erd_button)
         fe.addRow(self.erd_progress)
@@ -313,6 +320,8 @@ class TrainingWidget(QWidget):
         kwargs = {"label_images": maps, "n_phases": info.n_phases,
                   "out_path": str(self.session.new_path("erd_model", ".npz")), "seed": self.seed_spin.value(),
                   "c_search_fraction": self.csearch_spin.value()}
+        if self.regressor_combo.currentData() != "linear":
+            kwargs["regressor"] = self.regressor_combo.currentData()
         set_progress(self.erd_progress, 0)
         self.erd_label.setText(f"training on {len(maps)} phase maps…")
         self._c_lines: list[str] = []
@@ -352,7 +361,7 @@ class TrainingWidget(QWidget):
         dst = Path(path)
         if dst.suffix != ".npz":
             dst = dst.with_suffix(".npz")
-        LinearERD.load(src).save(dst)
+        load_erd_model(src).save(dst)
         self.erd_label.setText(f"{self.erd_label.text()}\nsaved to {dst}")
         return dst
 
@@ -362,9 +371,9 @@ class TrainingWidget(QWidget):
             path, _ = QFileDialog.getOpenFileName(self, "Load an ERD model", "", "ERD model (*.npz)")
             if not path:
                 return None
-        model = LinearERD.load(path)
+        model = load_erd_model(path)
         rep = {"c": model.c, "c_search": model.meta.get("c_search", {}), "rows": model.meta.get("rows"),
-               "path": str(path), "n_phases": model.meta.get("n_phases")}
+               "path": str(path), "n_phases": model.meta.get("n_phases"), "regressor": model.kind}
         self.session.set_erd(Path(path), rep)
         return rep
 
@@ -413,7 +422,9 @@ class TrainingWidget(QWidget):
             if s.erd_path is not None:
                 er = s.erd_report
                 areas = er.get("c_search") or {}
+                kind = {"mlp": "MLP", "linear": "linear", "linear-poly2": "linear"}.get(er.get("regressor"), "")
                 lines = [f"chosen c = {float(er.get('c', float('nan'))):g}"
+                         + (f", {kind} model" if kind else "")
                          + (f" ({er['rows']} database rows)" if er.get("rows") else "")]
                 lines += [f"  c = {float(c):g}: area under TD {float(a):.4g}" for c, a in areas.items()]
                 self.erd_label.setText("\n".join(lines))
