@@ -319,6 +319,11 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     assert abs(res["sampling_fraction"] - target / 1024) < 1e-9
     assert {"td", "td_random", "td_halton", "misclassification", "c", "td_curve"} <= set(res)
     assert (tmp_path / "run" / "td_curve.png").is_file()
+    from napari_slads_eds.results import load_run
+
+    saved = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(saved["reconstruction"], r["reconstruction"])
+    assert saved["erd"].shape == (32, 32) and saved["erd_model"]["c"] == s.erd_report["c"]
 
     # models can be saved and loaded back
     assert tw.save_classifier(tmp_path / "clf") is not None

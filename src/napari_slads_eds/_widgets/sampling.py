@@ -396,7 +396,8 @@ class SamplingWidget(QWidget):
         out["misclassification"] = crep.get("misclassification", float("nan"))
         out["classifier"] = {k: crep[k] for k in ("misclassification", "confusion", "threshold", "n_train",
                                                   "n_val", "seconds", "path") if k in crep}
-        out["erd"] = {k: erep[k] for k in ("c", "c_search", "rows", "seconds", "path") if k in erep}
+        out["erd_model"] = {k: erep[k] for k in ("c", "c_search", "rows", "seconds", "regressor", "path")
+                            if k in erep}   # "erd" is the ERD map
         out["c"] = erep.get("c", r.get("c"))
         out["settings"] = {**asdict(self._params), **info.settings, "dwell_time_s": self.dwell_spin.value()}
         out["source"] = {"phase_layer": info.source, "test_region": info.test_region,
