@@ -46,6 +46,7 @@ __all__ = ["Journal", "read_journal", "StoppingRule", "stopping_beta", "learn_st
 
 JOURNAL_NAME = "journal.h5"
 _FORMAT = "napari-slads-eds acquisition journal"
+_RECORD = np.dtype([("row", "<i4"), ("col", "<i4"), ("label", "<i2"), ("batch", "<i4"), ("time", "<f8")])
 
 
 # ----------------------------------------------------------------------------- journal
@@ -64,8 +65,8 @@ class Journal:
 
     Datasets
     --------
-    position (n, 2) int32 (row, col); label (n,) int16; batch (n,) int32;
-    spectrum (n, p) float32 counts; time (n,) float64 seconds since the run started.
+    record (n,): row, col (int32), label (int16), batch (int32), time (float64, seconds
+    since the run started); spectrum (n, p) float32 counts (lzf-compressed).
     """
 
     def __init__(self, path, n_channels: int, settings: dict, *, _file=None):
@@ -80,16 +81,18 @@ class Journal:
             f.attrs["format"] = _FORMAT
             f.attrs["version"] = 1
             f.attrs["settings"] = json.dumps(settings)
-            f.create_dataset("position", (0, 2), maxshape=(None, 2), dtype="int32", chunks=(4096, 2))
-            f.create_dataset("label", (0,), maxshape=(None,), dtype="int16", chunks=(4096,))
-            f.create_dataset("batch", (0,), maxshape=(None,), dtype="int32", chunks=(4096,))
-            f.create_dataset("time", (0,), maxshape=(None,), dtype="float64", chunks=(4096,))
+            # one record per measurement; small chunks, because every flush rewrites the last,
+            # partly filled chunk
+            f.create_dataset("record", (0,), maxshape=(None,), dtype=_RECORD, chunks=(256,))
+            # one spectrum per chunk, compressed (counts shrink about 3x with lzf, which is
+            # fast and in every h5py build)
             f.create_dataset("spectrum", (0, int(n_channels)), maxshape=(None, int(n_channels)),
-                             dtype="float32", chunks=(16, int(n_channels)))
+                             dtype="float32", chunks=(1, int(n_channels)), compression="lzf",
+                             shuffle=True)
             f.swmr_mode = True
             self._f = f
-        self.n = int(self._f["label"].shape[0])
-        self.n_batches = int(self._f["batch"][-1]) + 1 if self.n else 0
+        self.n = int(self._f["record"].shape[0])
+        self.n_batches = int(self._f["record"][-1]["batch"]) + 1 if self.n else 0
 
     @classmethod
     def append_to(cls, path) -> "Journal":
@@ -122,13 +125,16 @@ class Journal:
             return
         a, b = self.n, self.n + m
         f = self._f
-        for name in ("position", "label", "batch", "time", "spectrum"):
-            f[name].resize(b, axis=0)
-        f["position"][a:b] = pos
-        f["label"][a:b] = np.asarray(labels, dtype=np.int16)
-        f["batch"][a:b] = self.n_batches
-        f["time"][a:b] = float(elapsed)
+        rec = np.empty(m, dtype=_RECORD)
+        rec["row"], rec["col"] = pos[:, 0], pos[:, 1]
+        rec["label"] = np.asarray(labels, dtype=np.int16).reshape(-1)
+        rec["batch"] = self.n_batches
+        rec["time"] = float(elapsed)
+        # spectra first: a record is only visible once its spectrum is on disk
+        f["spectrum"].resize(b, axis=0)
         f["spectrum"][a:b] = np.asarray(spectra, dtype=np.float32)
+        f["record"].resize(b, axis=0)
+        f["record"][a:b] = rec
         f.flush()
         self.n = b
         self.n_batches += 1
@@ -173,14 +179,17 @@ def read_journal(path) -> dict:
             if f.attrs.get("format") != _FORMAT:
                 raise InputError(f"{p}: not a napari-slads-eds journal")
             out = {"settings": json.loads(f.attrs["settings"])}
-            n = min(f[k].shape[0] for k in ("position", "label", "batch", "time", "spectrum"))
-            for k in ("position", "label", "batch", "time", "spectrum"):
-                out[k] = f[k][:n]
+            n = min(f["record"].shape[0], f["spectrum"].shape[0])
+            rec = f["record"][:n]
+            out["spectrum"] = f["spectrum"][:n]
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{p}: the journal cannot be read (truncated or corrupt?): {exc}") from exc
-    out["position"] = out["position"].astype(np.int64)
+    out["position"] = np.stack([rec["row"], rec["col"]], axis=1).astype(np.int64)
+    out["label"] = rec["label"].astype(np.int16)
+    out["batch"] = rec["batch"].astype(np.int32)
+    out["time"] = rec["time"].astype(np.float64)
     return out
 
 
