@@ -24,7 +24,7 @@ from .spectra import (ReferenceSpectra, bundled_standards, default_standards_for
 from .specimen import SimulatedSpecimen
 
 __all__ = ["RunSettings", "Experiment", "prepare_experiment", "run_experiment", "resume_experiment",
-           "RESULT_KEYS"]
+           "RESULT_KEYS", "RunFolder", "write_run_folder", "read_run_folder", "sampling_job_kwargs"]
 
 #: Keys every result.json has.
 RESULT_KEYS = ("grid", "phases", "sampling_fraction", "td", "td_curve", "td_random", "td_halton",
@@ -226,6 +226,137 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
 SETTINGS_FILE = "run_settings.json"
 SPECIMEN_FILE = "specimen.npz"
 TRAINING_FILE = "models/training.json"
+CLASSIFIER_DIR = "models/classifier"
+ERD_FILE = "models/erd_model.npz"
+#: The files of a saved classifier folder (:meth:`SpectrumClassifier.save`).
+CLASSIFIER_FILES = ("classifier.json", "detector.keras", "cnn.keras")
+
+
+@dataclass
+class RunFolder:
+    """A run folder as :func:`read_run_folder` finds it (everything a resume needs)."""
+
+    path: Path
+    settings: RunSettings
+    n_phases: int
+    source: dict
+    classifier_report: dict
+    erd_report: dict
+    specimen: SimulatedSpecimen
+    seconds_training: float = 0.0
+
+    @property
+    def classifier_path(self) -> Path:
+        return self.path / CLASSIFIER_DIR
+
+    @property
+    def erd_path(self) -> Path:
+        return self.path / ERD_FILE
+
+
+def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict, erd_report: dict, *,
+                     clf_dir=None, erd_path=None, source: dict | None = None, n_phases: int | None = None,
+                     seconds_training: float = 0.0) -> Path:
+    """Write what a run folder holds before sampling starts, which makes the run resumable
+    (:func:`resume_experiment`): the models, ``models/training.json`` (the classifier's and
+    the ERD model's reports), the specimen and ``run_settings.json``.
+
+    Parameters
+    ----------
+    out_dir : path
+    specimen : SimulatedSpecimen
+    settings : RunSettings
+    clf_report, erd_report : dict
+        Training reports of the classifier and the ERD model.
+    clf_dir, erd_path : path, optional
+        A classifier folder and an ERD model file to copy into ``models/`` (None: they are
+        there already, as when :func:`run_experiment` trains them in place).  The reports'
+        ``"path"`` then names the copies.
+    source : dict, optional
+        Where the specimen came from (micrograph, regions, ...).
+    n_phases : int, optional
+        L (default: the specimen's).
+
+    Returns
+    -------
+    Path of the folder.
+    """
+    import shutil
+
+    from .specimen import save_specimen
+
+    out = Path(out_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    clf_report, erd_report = dict(clf_report or {}), dict(erd_report or {})
+    if clf_dir is not None:
+        src, dst = Path(clf_dir), out / CLASSIFIER_DIR
+        if not dst.exists() or src.resolve() != dst.resolve():
+            dst.mkdir(parents=True, exist_ok=True)
+            for name in CLASSIFIER_FILES:
+                if not (src / name).is_file():
+                    raise InputError(f"{src}: missing {name} (a classifier folder holds "
+                                     f"{', '.join(CLASSIFIER_FILES)})")
+                shutil.copy2(src / name, dst / name)
+        clf_report["path"] = str(dst)
+    if erd_path is not None:
+        src, dst = Path(erd_path), out / ERD_FILE
+        if not src.is_file():
+            raise InputError(f"ERD model file not found: {src}")
+        if not dst.exists() or src.resolve() != dst.resolve():
+            shutil.copy2(src, dst)
+        erd_report["path"] = str(dst)
+    _atomic_json(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
+    save_specimen(specimen, out / SPECIMEN_FILE)
+    _atomic_json(out / SETTINGS_FILE, {"settings": asdict(settings.check()),
+                                       "n_phases": int(n_phases if n_phases is not None else specimen.n_phases),
+                                       "source": source or {}, "seconds_training": float(seconds_training)})
+    return out
+
+
+def read_run_folder(out_dir) -> RunFolder:
+    """Read a run folder written by :func:`write_run_folder` (and journaled by the run).
+
+    Raises
+    ------
+    InputError
+        The folder is not a resumable run (missing settings, specimen, models or journal),
+        or one of its files is corrupt.
+    """
+    from .acquisition import JOURNAL_NAME
+    from .specimen import load_specimen
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise InputError(f"{out} cannot be resumed: not a folder")
+    models = [ERD_FILE] + [f"{CLASSIFIER_DIR}/{n}" for n in CLASSIFIER_FILES]
+    for name in (SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, *models, JOURNAL_NAME):
+        if not (out / name).is_file():
+            raise InputError(f"{out} cannot be resumed: {name} is missing "
+                             "(was the run started with slads-eds run/demo, and did training finish?)")
+    meta = _read_json(out / SETTINGS_FILE)
+    training = _read_json(out / TRAINING_FILE)
+    try:
+        s = RunSettings(**meta["settings"]).check()
+        clf_report, erd_report = dict(training["classifier"]), dict(training["erd"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{out / SETTINGS_FILE}: incomplete run settings ({exc})") from exc
+    specimen = load_specimen(out / SPECIMEN_FILE)
+    return RunFolder(out, s, int(meta.get("n_phases") or specimen.n_phases), meta.get("source", {}),
+                     clf_report, erd_report, specimen, float(meta.get("seconds_training", 0.0)))
+
+
+def sampling_job_kwargs(out_dir, settings: RunSettings, erd_report: dict, *, resume: bool) -> dict:
+    """Arguments of the engine job ``run_slads`` for the run in ``out_dir``: its models,
+    its journal (``resume``: replay it first) and the settings (``send_maps`` False)."""
+    from .acquisition import JOURNAL_NAME
+
+    out = Path(out_dir)
+    s = settings
+    stop = erd_report.get("stopping") or {}
+    return dict(classifier=str(out / CLASSIFIER_DIR), erd_model=str(out / ERD_FILE),
+                stop_threshold=stop.get("threshold") if s.stop_td is not None else None,
+                journal_path=str(out / JOURNAL_NAME), resume=resume,
+                journal_settings={"settings": asdict(s)}, **_run_kwargs(s))
 
 
 def _run_kwargs(s: RunSettings) -> dict:
@@ -254,7 +385,6 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
         Receives every engine message, with ``"stage"`` set for progress displays.
     """
     from .engine import Engine
-    from .specimen import save_specimen
 
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -265,16 +395,14 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
     cb = on_message or (lambda m: None)
     try:
         clf_report = eng.run("train_classifier", on_message=cb, references=exp.train_references,
-                             out_dir=str(out / "models" / "classifier"), seed=s.seed,
+                             out_dir=str(out / CLASSIFIER_DIR), seed=s.seed,
                              **({"epochs": s.epochs} if s.epochs else {}))
         erd_report = eng.run("train_erd", on_message=cb, label_images=exp.train_maps,
-                             n_phases=exp.n_phases, out_path=str(out / "models" / "erd_model.npz"),
+                             n_phases=exp.n_phases, out_path=str(out / ERD_FILE),
                              seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)),
                              stop_td=s.stop_td, regressor=s.erd)
-        _atomic_json(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
-        save_specimen(exp.specimen, out / SPECIMEN_FILE)
-        _atomic_json(out / SETTINGS_FILE, {"settings": asdict(s), "n_phases": exp.n_phases,
-                                           "source": exp.source, "seconds_training": time.perf_counter() - t0})
+        write_run_folder(out, exp.specimen, s, clf_report, erd_report, source=exp.source,
+                         n_phases=exp.n_phases, seconds_training=time.perf_counter() - t0)
         result = _sample(eng, exp.specimen, out, s, erd_report, cb, resume=False)
     finally:
         if own:
@@ -295,44 +423,25 @@ def resume_experiment(out_dir, *, engine=None, on_message=None) -> dict:
         The folder is not a resumable run (missing settings, specimen, models or journal),
         or one of its files is corrupt.
     """
-    from .acquisition import JOURNAL_NAME
     from .engine import Engine
-    from .specimen import load_specimen
 
-    out = Path(out_dir)
-    for name in (SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, JOURNAL_NAME):
-        if not (out / name).is_file():
-            raise InputError(f"{out} cannot be resumed: {name} is missing "
-                             "(was the run started with slads-eds run/demo, and did training finish?)")
-    meta = _read_json(out / SETTINGS_FILE)
-    training = _read_json(out / TRAINING_FILE)
-    try:
-        s = RunSettings(**meta["settings"]).check()
-        clf_report, erd_report = training["classifier"], training["erd"]
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"{out / SETTINGS_FILE}: incomplete run settings ({exc})") from exc
-    specimen = load_specimen(out / SPECIMEN_FILE)
+    run = read_run_folder(out_dir)
+    out, s = run.path, run.settings
     t0 = time.perf_counter()
     own = engine is None
     eng = engine or Engine()
     try:
-        result = _sample(eng, specimen, out, s, erd_report, on_message or (lambda m: None), resume=True)
+        result = _sample(eng, run.specimen, out, s, run.erd_report, on_message or (lambda m: None), resume=True)
     finally:
         if own:
             eng.close()
-    return _finish(result, out, clf_report, erd_report, s, meta.get("source", {}), specimen,
-                   meta.get("seconds_training", 0.0) + time.perf_counter() - t0)
+    return _finish(result, out, run.classifier_report, run.erd_report, s, run.source, run.specimen,
+                   run.seconds_training + time.perf_counter() - t0)
 
 
 def _sample(eng, specimen, out: Path, s: RunSettings, erd_report: dict, cb, *, resume: bool) -> dict:
-    from .acquisition import JOURNAL_NAME
-
-    stop = erd_report.get("stopping") or {}
     return eng.run("run_slads", on_message=cb, specimen=specimen,
-                   classifier=str(out / "models" / "classifier"), erd_model=str(out / "models" / "erd_model.npz"),
-                   stop_threshold=stop.get("threshold") if s.stop_td is not None else None,
-                   journal_path=str(out / JOURNAL_NAME), resume=resume,
-                   journal_settings={"settings": asdict(s)}, **_run_kwargs(s))
+                   **sampling_job_kwargs(out, s, erd_report, resume=resume))
 
 
 def _finish(result, out, clf_report, erd_report, s, source, specimen, seconds) -> dict:
