@@ -153,15 +153,16 @@ def write_table(rows, stopping, out: Path) -> None:
 
 
 def plot_comparison(rows, path) -> None:
-    """TD versus sampling fraction, SLADS against both static scans, one panel per experiment."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    """TD versus sampling fraction, SLADS against both static scans, one panel per experiment
+    (a bare Figure with the Agg canvas: the process-wide matplotlib backend is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if not rows:
         return
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), dpi=110, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(rows), 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(rows), squeeze=False)
     for ax, r in zip(axes[0], rows):
         c = np.asarray(r["td_curve"], dtype=float)
         ax.plot(100 * c[:, 0], c[:, 1], lw=2, label="SLADS")
@@ -178,4 +179,3 @@ def plot_comparison(rows, path) -> None:
     axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -49,13 +49,17 @@ def _thin(curve, n_max: int):
 
 
 def plot_td_curve(result: dict, path) -> None:
-    """TD versus sampling fraction of SLADS and of the static scans, as a PNG."""
-    import matplotlib
+    """TD versus sampling fraction of SLADS and of the static scans, as a PNG.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Drawn on a bare :class:`~matplotlib.figure.Figure` with the Agg canvas (no pyplot):
+    the process-wide matplotlib backend (napari's Qt one) is left alone, and the plot can
+    be drawn in a worker thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     c = np.asarray(result["td_curve"], dtype=float)
     if c.size:
         ax.plot(100 * c[:, 0], c[:, 1], label="SLADS", lw=2)
@@ -76,7 +80,6 @@ def plot_td_curve(result: dict, path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_run(result: dict, out_dir) -> dict:
