@@ -25,6 +25,8 @@ from ._validation import InputError, check_label_image, check_positions
 from .features import density_radius, features_kn
 from .reconstruction import BIG_D2, MAX_GRID, knn_exact, mode_kn, vote_weights
 
+_CHUNK = 1 << 16   # pixels per chunk of a full rebuild
+
 __all__ = ["Sampler", "initial_positions", "random_order", "halton_order", "StepRecord"]
 
 
@@ -475,18 +477,20 @@ class Sampler:
         """Recompute neighbours, reconstruction, features, ERD and row maxima everywhere."""
         H, W = self.shape
         alive = np.flatnonzero(self._pt_alive[: self._n_pts])
-        q = np.flatnonzero(~self._valid)
-        qrc = np.stack(np.divmod(q, W), axis=1)
-        idx, d2 = knn_exact(self._pts[alive], qrc, self.k)
-        idx = np.where(idx >= 0, alive[np.maximum(idx, 0)] if alive.size else -1, -1).astype(np.int32)
+        q_all = np.flatnonzero(~self._valid)
         self._nn_idx[:] = -1
         self._nn_d2[:] = BIG_D2
-        self._nn_idx[:, q] = idx.T
-        self._nn_d2[:, q] = d2.T
         self._d2k[:] = -1
-        self._d2k[q] = d2[:, -1]
         recon = np.zeros(self.P, dtype=np.int16)
-        recon[q] = self._mode_of(*self._nn(q))
+        tree = cKDTree(self._pts[alive]) if alive.size else None
+        for a in range(0, q_all.size, _CHUNK):   # in chunks: bounded memory at 1024² and beyond
+            q = q_all[a:a + _CHUNK]
+            idx, d2 = knn_exact(self._pts[alive], np.stack(np.divmod(q, W), axis=1), self.k, tree)
+            idx = np.where(idx >= 0, alive[np.maximum(idx, 0)] if alive.size else -1, -1).astype(np.int32)
+            self._nn_idx[:, q] = idx.T
+            self._nn_d2[:, q] = d2.T
+            self._d2k[q] = d2[:, -1]
+            recon[q] = self._mode_of(*self._nn(q))
         v = np.flatnonzero(self._valid)
         recon[v] = self._pt_label[self._pt_of_pixel[v]]
         self._changes += int(np.count_nonzero(recon != self._recon))
@@ -499,8 +503,8 @@ class Sampler:
             # nothing phase-labelled yet: every pixel has the same features
             self._erd[u] = self._predict(u[:1])[0]
         elif self.erd_model is not None:
-            for a in range(0, u.size, 1 << 16):
-                self._erd[u[a:a + (1 << 16)]] = self._predict(u[a:a + (1 << 16)])
+            for a in range(0, u.size, _CHUNK):
+                self._erd[u[a:a + _CHUNK]] = self._predict(u[a:a + _CHUNK])
         self._row_d2k = self._d2k.reshape(H, W).max(axis=1)
         self._d2k_stale = 0
         e2 = self._erd.reshape(H, W)

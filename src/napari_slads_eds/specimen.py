@@ -28,6 +28,7 @@ def _poisson_cdf(lam: float) -> np.ndarray:
 
 
 _CDF_CACHE: dict = {}
+_MEASURE_CHUNK = 2048
 
 
 def _poisson_from_uniform(u: np.ndarray, lam: float) -> np.ndarray:
@@ -124,6 +125,9 @@ class SimulatedSpecimen:
             Positions outside the grid or not (n, 2).
         """
         pos = check_positions(positions, self.shape)
+        if len(pos) > _MEASURE_CHUNK:      # bounded memory for large requests
+            return np.concatenate([self.measure(pos[a:a + _MEASURE_CHUNK])
+                                   for a in range(0, len(pos), _MEASURE_CHUNK)])
         W = self.shape[1]
         flat = pos[:, 0] * W + pos[:, 1]
         lab = self.labels.reshape(-1)[flat]
