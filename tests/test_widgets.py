@@ -89,6 +89,13 @@ def trained_models(tmp_path_factory):
     return d / "classifier", d / "erd.npz"
 
 
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """Every GUI run is journaled into a run folder: keep them in the test's tmp_path, not in
+    ~/slads-eds-runs."""
+    monkeypatch.setenv("SLADS_EDS_RUNS", str(tmp_path / "runs"))
+
+
 def _load_models(viewer, models):
     tw = _dock(viewer, "Training")
     assert tw.load_classifier(models[0]) is not None
@@ -464,3 +471,247 @@ def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path):
     assert any("expected labels in 1..2" in m for m in _notes(n0)), _notes(n0)
     assert not tw.session.busy and tw.session.engine is None
     _no_tensorflow()
+
+
+# ----------------------------------------------------------------------------- run folders, resume
+
+def _run_to_end(qtbot, worker, on_message=None, timeout=120000):
+    if on_message is not None:
+        worker.yielded.connect(on_message)
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        worker.start()
+
+
+def _journal(folder):
+    from napari_slads_eds.acquisition import JOURNAL_NAME, read_journal
+
+    return read_journal(folder / JOURNAL_NAME)
+
+
+@pytest.mark.engine
+def test_gui_runs_are_journaled_and_resume_after_stop_and_sigkill(make_napari_viewer, qtbot, trained_models,
+                                                                  tmp_path):
+    """Every GUI run writes a resumable run folder.  A run stopped, and a run whose engine is
+    killed with SIGKILL, continue with "Resume from journal…" to the uninterrupted run's
+    final mask and positions, with every measured spectrum in the journal."""
+    import shutil
+    import signal
+
+    from napari_slads_eds.pipeline import read_run_folder
+    from napari_slads_eds.results import load_run
+
+    viewer = make_napari_viewer()
+    _, gt = _gold_specimen(viewer, size=40, factor=4)
+    _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.3, frame_interval=0.02, baselines=False, seed=3)
+    target = round(0.3 * 40 * 40)
+    specimen = rw.specimen_combo.layer().metadata["slads_eds_specimen"].specimen
+
+    # 1. uninterrupted: a new date-time folder in $SLADS_EDS_RUNS with everything slads-eds run writes
+    _run_to_end(qtbot, rw.start(start=False))
+    ref = rw.result
+    a = rw.run.folder
+    assert ref["stop_reason"] == "target fraction reached" and ref["n_measured"] == target
+    assert a.parent == tmp_path / "runs" and str(a) in rw.status.text()
+    for f in ("specimen.npz", "run_settings.json", "models/training.json", "models/erd_model.npz",
+              "models/classifier/cnn.keras", "models/classifier/detector.keras",
+              "models/classifier/classifier.json", "journal.h5"):
+        assert (a / f).is_file(), f
+    qtbot.waitUntil(lambda: rw.saved_to == a, timeout=30000)
+    assert "Results written" in rw.status.text() and str(a) in rw.status.text()
+    saved = load_run(a)
+    np.testing.assert_array_equal(saved["mask"], ref["mask"])
+    assert saved["run_folder"] == str(a) and saved["settings"]["seed"] == 3
+    j = _journal(a)
+    assert len(j["label"]) == ref["n_measured"]
+    np.testing.assert_array_equal(j["position"], ref["positions"])
+    rf = read_run_folder(a)         # the folder reads back as the CLI's resume reads it
+    assert (rf.settings.fraction, rf.settings.seed, rf.settings.size) == (0.3, 3, 40)
+    assert rf.erd_report["path"] == str(a / "models" / "erd_model.npz")
+    np.testing.assert_array_equal(rf.specimen.labels, specimen.labels)
+
+    # a folder that already holds a run is never overwritten
+    rw.folder_edit.setText(str(a))
+    n0 = _n_notes()
+    assert rw.start() is None
+    assert any("already holds a run" in m for m in _notes(n0)), _notes(n0)
+
+    # 2. stopped by the user (into a folder of the user's choice), then resumed
+    b = tmp_path / "my run"
+    rw.folder_edit.setText(str(b))
+    state = {"stopped": False}
+
+    def stop_early(m):
+        if m.get("type") == "frame" and m["n_measured"] >= 100 and not state["stopped"]:
+            state["stopped"] = True
+            rw.stop()
+
+    _run_to_end(qtbot, rw.start(start=False), stop_early)
+    rb = rw.result
+    assert rb["stop_reason"] == "stopped by the user" and 100 <= rb["n_measured"] < target
+    assert rw.run.folder == b and len(_journal(b)["label"]) == rb["n_measured"]
+    qtbot.waitUntil(lambda: rw.saved_to == b, timeout=30000)
+    rw.folder_edit.setText("")
+    _run_to_end(qtbot, rw.resume_run(b, start=False))
+    r = rw.result
+    assert r["n_replayed"] == rb["n_measured"] and r["stop_reason"] == "target fraction reached"
+    np.testing.assert_array_equal(r["positions"], ref["positions"])
+    np.testing.assert_array_equal(r["mask"], ref["mask"])
+    np.testing.assert_array_equal(rw.layers["mask"].data, ref["mask"])
+    assert len(_journal(b)["label"]) == r["n_measured"] == target
+    assert f"ground truth ({b.name})" in viewer.layers and "resumed" in rw.status.text()
+
+    # 3. the engine killed with SIGKILL mid-run, then resumed in a new engine
+    seen = {"n": 0, "pid": None}
+
+    def kill(m):
+        if m.get("type") == "frame" and seen["pid"] is None:
+            seen["n"] = m["n_measured"]
+            if m["n_measured"] >= 100:
+                seen["pid"] = rw.session.engine_pid
+                os.kill(seen["pid"], signal.SIGKILL)
+
+    rw.specimen_combo.set_layer(gt)
+    n0 = _n_notes()
+    _run_to_end(qtbot, rw.start(start=False), kill)
+    c = rw.run.folder
+    assert seen["pid"] is not None and _pid_gone(seen["pid"])
+    assert any("ended unexpectedly" in m for m in _notes(n0)), _notes(n0)
+    assert rw.result is None and "Resume from journal" in rw.status.text()
+    jc = _journal(c)
+    n_journal = len(jc["label"])
+    assert seen["n"] <= n_journal < target          # everything reported measured is on disk
+    np.testing.assert_array_equal(jc["spectrum"], specimen.measure(jc["position"]))
+    _run_to_end(qtbot, rw.resume_run(c, start=False))
+    assert rw.session.engine_pid != seen["pid"]
+    r = rw.result
+    assert r["n_replayed"] == n_journal
+    np.testing.assert_array_equal(r["positions"], ref["positions"])
+    np.testing.assert_array_equal(r["mask"], ref["mask"])
+    assert r["td"] == ref["td"]
+    j2 = _journal(c)
+    assert len(j2["label"]) == r["n_measured"] == target        # 0 journaled spectra lost
+    np.testing.assert_array_equal(j2["position"], r["positions"])
+    np.testing.assert_array_equal(j2["position"][:n_journal], jc["position"])
+    qtbot.waitUntil(lambda: rw.saved_to == c, timeout=30000)
+    np.testing.assert_array_equal(load_run(c)["mask"], ref["mask"])
+
+    # 4. a corrupt journal: the engine's message as a notification, the widget stays usable
+    bad = tmp_path / "corrupt"
+    shutil.copytree(a, bad)
+    (bad / "journal.h5").write_bytes((a / "journal.h5").read_bytes()[:300])
+    n0 = _n_notes()
+    _run_to_end(qtbot, rw.resume_run(bad, start=False))
+    assert any("journal.h5" in m and "truncated" in m for m in _notes(n0)), _notes(n0)
+    assert rw.result is None and not rw.session.busy and rw.resume_button.isEnabled()
+    _no_tensorflow()
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_a_run_of_slads_eds_run_resumes_in_the_gui(make_napari_viewer, qtbot, sample_dir, tmp_path):
+    """A run folder of the command line (pipeline.run_experiment, stopped early) resumes in
+    the sampling widget to the same selections as `slads-eds resume` makes from it."""
+    import shutil
+
+    from napari_slads_eds import Engine
+    from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment, run_experiment
+
+    exp = prepare_experiment(sample_dir / "sem_nanoporous_gold_inlens.png", 2,
+                             RunSettings(size=40, downsample=4, fraction=0.2, seed=1, epochs=1))
+    cli = tmp_path / "cli"
+    with Engine() as eng:
+        stopped = run_experiment(exp, cli, engine=eng, on_message=lambda m: eng.request_stop()
+                                 if m.get("type") == "frame" and m["n_measured"] >= 60 else None)
+        assert stopped["stop_reason"] == "stopped by the user"
+        shutil.copytree(cli, tmp_path / "cli copy")
+        ref = resume_experiment(tmp_path / "cli copy", engine=eng)
+    n_stopped = len(_journal(cli)["label"])
+    assert n_stopped == stopped["n_measured"] < ref["n_measured"] == round(0.2 * 1600)
+
+    viewer = make_napari_viewer()
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(baselines=False, frame_interval=0.05)
+    _run_to_end(qtbot, rw.resume_run(cli, start=False))
+    r = rw.result
+    assert r["n_replayed"] == n_stopped and r["stop_reason"] == "target fraction reached"
+    np.testing.assert_array_equal(r["positions"], ref["positions"])
+    np.testing.assert_array_equal(r["mask"], ref["mask"])
+    assert len(_journal(cli)["label"]) == r["n_measured"]
+    gt = viewer.layers["ground truth (cli)"]
+    np.testing.assert_array_equal(gt.data, exp.specimen.labels)
+    np.testing.assert_allclose(gt.scale, (4, 4))        # grid pixels over the micrograph's test region
+    np.testing.assert_allclose(gt.translate, np.array(exp.source["test_region"][:2]) + 1.5)
+    assert rw.target_spin.value() == pytest.approx(20.0) and rw.seed_spin.value() == 1
+    _no_tensorflow()
+
+
+def test_resume_from_a_folder_that_is_no_run_gives_a_notification(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    rw = _dock(viewer, "Sampling run")
+    n0 = _n_notes()
+    assert rw.resume_run(tmp_path) is None
+    assert rw.resume_run(tmp_path / "missing") is None
+    (tmp_path / "run_settings.json").write_text("{not json")
+    for name in ("specimen.npz", "models/training.json", "models/erd_model.npz", "models/classifier/cnn.keras",
+                 "models/classifier/detector.keras", "models/classifier/classifier.json", "journal.h5"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert rw.resume_run(tmp_path) is None
+    notes = _notes(n0)
+    assert len(notes) == 3, notes
+    assert notes[0].startswith("Resume from journal: ") and "run_settings.json is missing" in notes[0]
+    assert "not a folder" in notes[1]
+    assert "run_settings.json: not readable JSON" in notes[2]
+    assert not rw.session.busy and rw.session.engine is None and rw.run is None
+    _no_tensorflow()
+
+
+def test_a_run_folder_that_cannot_be_written_gives_a_notification(make_napari_viewer, qtbot, trained_models,
+                                                                   tmp_path):
+    """The run folder is written in the job's worker thread; a failure there (here: a
+    classifier file deleted after loading) is a notification, and no half-written folder
+    and no engine are left behind."""
+    import shutil
+
+    viewer = make_napari_viewer()
+    _gold_specimen(viewer, size=32, factor=4)
+    clf = tmp_path / "clf"
+    shutil.copytree(trained_models[0], clf)
+    tw = _dock(viewer, "Training")
+    assert tw.load_classifier(clf) is not None and tw.load_erd(trained_models[1]) is not None
+    (clf / "cnn.keras").unlink()
+    rw = _dock(viewer, "Sampling run")
+    n0 = _n_notes()
+    _run_to_end(qtbot, rw.start(start=False))
+    notes = _notes(n0)
+    assert any(m.startswith("SLADS-EDS, the sampling run: ") and "missing cnn.keras" in m for m in notes), notes
+    assert rw.result is None and "the run failed" in rw.status.text()
+    assert not rw.run.folder.exists() and list((tmp_path / "runs").iterdir()) == []
+    assert rw.session.engine is None and rw.start_button.isEnabled()
+    _no_tensorflow()
+
+
+def test_result_plots_leave_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+    import matplotlib
+
+    from napari_slads_eds.reproduce import plot_comparison
+    from napari_slads_eds.results import plot_td_curve
+
+    def no_switch(*args, **kwargs):
+        raise AssertionError("matplotlib.use() called")
+
+    monkeypatch.setattr(matplotlib, "use", no_switch)
+    backend = matplotlib.rcParams._get("backend")
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    curve = [[0.01, 0.2], [0.05, 0.05], [0.1, 0.01]]
+    plot_td_curve({"td_curve": curve, "td_curve_random": curve, "td_curve_halton": curve, "grid": [8, 8],
+                   "phases": 2, "td": 0.01, "sampling_fraction": 0.1}, tmp_path / "td.png")
+    plot_comparison([{"name": "a", "td_curve": curve, "td_curve_halton": curve, "td_slads": 0.01}] * 2,
+                    tmp_path / "cmp.png")
+    assert matplotlib.rcParams._get("backend") is backend
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules
+    assert iio.imread(tmp_path / "td.png").shape[:2] == (480, 720)
+    assert iio.imread(tmp_path / "cmp.png").shape[1] > iio.imread(tmp_path / "cmp.png").shape[0]

@@ -281,12 +281,15 @@ class Session:
         return self._paused
 
     def run_job(self, name: str, kwargs: dict, *, on_message: Callable | None = None,
-                on_done: Callable | None = None, start: bool = True):
+                on_done: Callable | None = None, start: bool = True, prepare: Callable | None = None):
         """Run engine job ``name`` in a thread_worker; return the worker.
 
         ``on_message(msg)`` receives every progress/frame/baseline/log message and
         ``on_done(outcome)`` the :class:`JobOutcome`, both in the main thread.  With
         ``start=False`` the worker is returned unstarted (tests connect first).
+        ``prepare()``, if given, runs in the worker thread before the job is submitted
+        (file writing the job needs; no Qt); if it raises, the job is not run and the
+        outcome is an error.
 
         Raises
         ------
@@ -300,7 +303,7 @@ class Session:
         if self.busy:
             raise InputError(f"the engine is busy with {JOB_TITLES.get(self.job_name, self.job_name)}; "
                              "wait for it to finish or press Stop")
-        worker = create_worker(self._relay, name, kwargs, _start_thread=False)
+        worker = create_worker(self._relay, name, kwargs, prepare, _start_thread=False)
         self.worker = worker
         self.job_name = name
         self._killed = False
@@ -323,10 +326,12 @@ class Session:
             self.engine.start()
         return self.engine
 
-    def _relay(self, name: str, kwargs: dict):
+    def _relay(self, name: str, kwargs: dict, prepare: Callable | None = None):
         """Generator run in the worker thread: yields the job's messages, returns its outcome."""
         t0 = time.perf_counter()
         try:
+            if prepare is not None:
+                prepare()
             eng = self._ensure_engine()
             job = eng.submit(name, **kwargs)
             self._job = job
@@ -335,7 +340,7 @@ class Session:
             return JobOutcome(name, "done", job.result, seconds=time.perf_counter() - t0)
         except JobCancelled:
             return JobOutcome(name, "cancelled", seconds=time.perf_counter() - t0)
-        except Exception as exc:  # EngineError, or a queue closed under us at shutdown
+        except Exception as exc:  # EngineError, prepare() failing, or a queue closed under us at shutdown
             if self.closed:
                 status = "closed"
             elif self._killed:
@@ -351,7 +356,7 @@ class Session:
         if outcome.status == "error" and not self.closed:
             exc = outcome.error
             title = JOB_TITLES.get(outcome.name, outcome.name)
-            if isinstance(exc, EngineError) and exc.kind == "input":
+            if (isinstance(exc, EngineError) and exc.kind == "input") or isinstance(exc, InputError):
                 msg = f"SLADS-EDS, {title}: {exc}"
             else:
                 msg = f"SLADS-EDS, {title} failed: {exc}"

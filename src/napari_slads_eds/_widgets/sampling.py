@@ -10,33 +10,88 @@ process; this widget relays its messages (through the session's thread_worker) i
   (the "baseline" messages arrive before the run starts);
 * a status line: measured count, sampling fraction, TD, measurements per second, time left.
 
-Start / Pause / Resume / Stop; at the end, Save writes the run with
-:func:`napari_slads_eds.results.write_run`.
+Start / Pause / Resume / Stop.  Every run is journaled: Start creates a run folder (by
+default a new ``<YYYYmmdd-HHMMSS>`` folder under ``~/slads-eds-runs``, or ``$SLADS_EDS_RUNS``)
+and writes into it what ``slads-eds run`` writes before sampling
+(:func:`napari_slads_eds.pipeline.write_run_folder`: specimen, settings, models); the engine
+appends every measured batch to its ``journal.h5``, and at the end the results are written
+there too (:func:`napari_slads_eds.results.write_run`, in a worker thread).  "Resume from
+journal…" continues a stopped, failed or killed run from its folder (also one made by
+``slads-eds run``): the journal is replayed (nothing is measured twice) and the run goes on
+to its target with the selections an uninterrupted run makes.  "Save run…" writes the
+finished run to another folder.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QProgressBar, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
+                            QPushButton, QVBoxLayout, QWidget)
 
 from .._validation import InputError
-from ._common import LayerCombo, float_spin, int_spin, set_progress, show_message, status_label, user_action
-from ._session import _real, session_for, specimen_info
+from ..acquisition import JOURNAL_NAME
+from ..pipeline import (SETTINGS_FILE, RunSettings, read_run_folder, sampling_job_kwargs, write_run_folder)
+from ._common import (LayerCombo, float_spin, int_spin, run_in_thread, set_progress, show_message, status_label,
+                      user_action)
+from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS"]
+__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder"]
 
 #: Names of the live layers (key -> layer name).
 LIVE_LAYERS = {"mask": "measurement mask", "reconstruction": "reconstruction", "erd": "ERD"}
 LIVE_KEY = "slads_eds_live"
+
+#: Environment variable naming the folder in which every GUI run gets its own run folder
+#: (default ``~/slads-eds-runs``).
+RUNS_ENV = "SLADS_EDS_RUNS"
+
+
+def runs_base() -> Path:
+    """The folder that holds the GUI's run folders: ``$SLADS_EDS_RUNS`` or ``~/slads-eds-runs``."""
+    env = os.environ.get(RUNS_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / "slads-eds-runs"
+
+
+def new_run_folder(base=None) -> Path:
+    """Create and return a new, empty ``<base>/<YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``, …
+    appended when a run of the same second exists)."""
+    base = Path(base) if base is not None else runs_base()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 1000):
+            p = base / (stamp if i == 1 else f"{stamp}-{i}")
+            try:
+                p.mkdir()
+                return p
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise InputError(f"cannot create a run folder in {base}: {exc}") from exc
+    raise InputError(f"cannot create a run folder in {base}: too many runs named {stamp}")
+
+
+@dataclass
+class _Run:
+    """The run folder of the current (or last) run and what its results need."""
+
+    folder: Path
+    settings: RunSettings
+    source: dict
+    classifier_report: dict
+    erd_report: dict
+    resumed: bool = False
+    gui: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +147,9 @@ class SamplingWidget(QWidget):
         self._next_display = 0.0
         self._display_gap = 0.0
         self._cpu_mark = None
+        self.run: _Run | None = None
+        self.saved_to: Path | None = None
+        self.write_worker = None
 
         self.specimen_combo = LayerCombo(self.viewer, _is_specimen_layer, "(create a simulated object)")
         self.models_label = status_label("")
@@ -119,10 +177,24 @@ class SamplingWidget(QWidget):
         self.baselines_check.setChecked(True)
         self.baselines_check.setToolTip("Before the run, measure static scans at the same budget and plot "
                                         "their TD for comparison (takes a few seconds on large grids)")
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText(f"new folder in {runs_base()}")
+        self.folder_edit.setToolTip(
+            "Where the run is journaled (specimen, settings, models, journal.h5 with every measured "
+            "spectrum) and its results are written.  Empty: a new date-time folder in "
+            f"{runs_base()} (set ${RUNS_ENV} to change it).  A folder that already holds a run is "
+            "not overwritten: continue that run with 'Resume from journal…'.")
+        self.folder_button = QPushButton("…")
+        self.folder_button.setToolTip("Choose the run folder")
+        self.folder_button.setMaximumWidth(32)
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
+        self.resume_button = QPushButton("Resume from journal…")
+        self.resume_button.setToolTip("Continue a stopped, failed or killed run from its run folder "
+                                      "(journal.h5): nothing measured is measured again")
         self.save_button = QPushButton("Save run…")
+        self.save_button.setToolTip("Write the finished run into another folder (it is already in its run folder)")
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m measured")
         self.status = status_label("")
@@ -139,21 +211,30 @@ class SamplingWidget(QWidget):
         form.addRow("Dwell time", self.dwell_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Compare with", self.baselines_check)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit)
+        folder_row.addWidget(self.folder_button)
+        form.addRow("Run folder", folder_row)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button):
             buttons.addWidget(b)
+        files = QHBoxLayout()
+        files.addWidget(self.resume_button)
+        files.addWidget(self.save_button)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
-        lay.addWidget(self.save_button)
+        lay.addLayout(files)
         lay.addStretch(1)
 
         self.start_button.clicked.connect(lambda: self.start())
         self.pause_button.clicked.connect(self._toggle_pause)
         self.stop_button.clicked.connect(lambda: self.stop())
         self.save_button.clicked.connect(lambda: self.save())
+        self.resume_button.clicked.connect(lambda: self.resume_run())
+        self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
         self.session.busy_changed.connect(self._on_busy)
         self._show_models()
@@ -210,12 +291,83 @@ class SamplingWidget(QWidget):
         if names is not None and len(names) != info.n_phases:
             raise InputError(f"the classifier knows {len(names)} phases but the simulated object has "
                              f"{info.n_phases}: train a classifier for this object")
+        if s.busy:
+            raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
+                             "wait for it to finish or press Stop")
         p = self.parameters()
         H, W = info.shape
-        self._target = max(1, int(round(p.target_fraction * H * W)))
+        settings = RunSettings(size=int(max(H, W)), downsample=int(info.factor), fraction=p.target_fraction,
+                               seed=p.seed, initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
+                               batch=p.batch, batch_mode=p.batch_mode,
+                               ill_fraction=float(info.specimen.ill_fraction),
+                               counts_per_spectrum=float(info.settings.get("counts_per_spectrum", 7500.0)),
+                               noise_lambda=float(info.specimen.noise_lambda),
+                               ill_lambda=float(info.specimen.ill_lambda),
+                               erd="mlp" if s.erd_report.get("regressor") == "mlp" else "linear").check()
+        source = {"gui": True, "phase_layer": info.source, "grid": [H, W], "downsample": info.factor,
+                  "test_region": info.test_region, "train_regions": info.train_regions,
+                  "layer_scale": list(gt.scale), "layer_translate": list(gt.translate),
+                  "specimen": info.settings, "classifier": str(s.classifier_path), "erd_model": str(s.erd_path)}
+        folder = self._folder_for_new_run()
+        ours = not self.folder_edit.text().strip()
+        clf_dir, erd_path, clf_report, erd_report = s.classifier_path, s.erd_path, dict(s.classifier_report), \
+            dict(s.erd_report)
+
+        def write_folder():
+            # in the job's worker thread, before the engine starts sampling (the specimen file of
+            # a large grid takes a moment to compress)
+            try:
+                write_run_folder(folder, info.specimen, settings, clf_report, erd_report, clf_dir=clf_dir,
+                                 erd_path=erd_path, source=source, n_phases=info.n_phases)
+            except Exception:
+                if ours:          # a new folder of ours: leave nothing half-written behind
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+
+        run = _Run(folder, settings, source, {**clf_report, "path": str(folder / "models" / "classifier")},
+                   {**erd_report, "path": str(folder / "models" / "erd_model.npz")})
+        return self._launch(gt, info, p, run, start, prepare=write_folder)
+
+    @user_action("Resume from journal")
+    def resume_run(self, folder=None, start: bool = True):
+        """Continue the run in ``folder`` (a run folder with ``journal.h5``, from this widget or
+        ``slads-eds run``): show its ground truth, replay the journal and run on to its target.
+        Returns the worker (unstarted with start=False), or None after a message."""
+        s = self.session
+        if s.busy:
+            raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
+                             "wait for it to finish or press Stop")
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Resume a run: choose its run folder (with journal.h5)",
+                                                      str(runs_base()))
+            if not folder:
+                return None
+        rf = read_run_folder(folder)
+        names = rf.classifier_report.get("phase_names")
+        if names is not None and len(names) != rf.specimen.n_phases:
+            raise InputError(f"{rf.path}: the classifier knows {len(names)} phases but the specimen has "
+                             f"{rf.specimen.n_phases}")
+        st = rf.settings
+        self.set_parameters(target_fraction=st.fraction, initial_fraction=st.initial_fraction,
+                            initial_pattern=st.initial_pattern, batch=st.batch, batch_mode=st.batch_mode,
+                            seed=st.seed)
+        gt, info = self._show_run_specimen(rf)
+        self.specimen_combo.set_layer(gt)
+        run = _Run(rf.path, st, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
+        return self._launch(gt, info, self.parameters(), run, start)
+
+    def _launch(self, gt, info, p: RunParameters, run: _Run, start: bool, prepare=None):
+        """Prepare the layers and the plot and start ``run_slads`` for ``run`` (new or resumed)."""
+        s = self.session
+        H, W = info.shape
+        self._target = max(1, int(round(run.settings.fraction * H * W)))
         self._info, self._params = info, p
+        run.gui = {"frame_interval": p.frame_interval, "baselines": list(p.baselines),
+                   "dwell_time_s": self.dwell_spin.value()}
+        self.run = run
         self._prepare_layers(gt, info)
         self.result = None
+        self.saved_to = None
         self.n_measured = 0
         self.frames = self.displayed_frames = 0
         self._undisplayed = None
@@ -223,13 +375,75 @@ class SamplingWidget(QWidget):
         self.last_run_wall = None
         set_progress(self.progress, 0, self._target)
         td = s.plot("td")
-        td.clear(target_fraction=p.target_fraction)
-        self.status.setText("starting: computing the static random and Halton scans for comparison…"
-                            if p.baselines else "starting…")
-        kwargs = dict(specimen=info.specimen, classifier=str(s.classifier_path), erd_model=str(s.erd_path),
-                      send_maps=True, **asdict(p))
+        td.clear(target_fraction=run.settings.fraction)
+        verb = "resuming" if run.resumed else "starting"
+        self._status(f"{verb}: computing the static random and Halton scans for comparison…"
+                     if p.baselines else f"{verb}…")
+        kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
+        kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
+                      baselines=tuple(p.baselines))
         self._t_start = time.perf_counter()
-        return s.run_job("run_slads", kwargs, on_message=self._on_message, on_done=self._on_done, start=start)
+        return s.run_job("run_slads", kwargs, on_message=self._on_message, on_done=self._on_done, start=start,
+                         prepare=prepare)
+
+    def _folder_for_new_run(self) -> Path:
+        """The run folder of a new run: the one given (which must not hold a run yet), or a
+        new date-time folder in :func:`runs_base`."""
+        text = self.folder_edit.text().strip()
+        if not text:
+            return new_run_folder()
+        folder = Path(text).expanduser()
+        for name in (JOURNAL_NAME, SETTINGS_FILE):
+            if (folder / name).exists():
+                raise InputError(f"{folder} already holds a run ({name}); continue it with 'Resume from "
+                                 "journal…', or choose another run folder (empty: a new one)")
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"run folder {folder} is a file")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the run folder {folder}: {exc}") from exc
+        return folder
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Run folder (journal and results)", str(runs_base()))
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def _show_run_specimen(self, rf):
+        """Add (or update) the Labels layer ``ground truth (<folder>)`` holding a resumed run's
+        specimen, placed over its region of the micrograph as far as the run folder says."""
+        from .specimen import GROUND_TRUTH_LAYER, spectrum_picker
+
+        src, st = rf.source or {}, rf.settings
+        spec = rf.specimen
+        region = src.get("test_region")
+        if src.get("layer_scale") and src.get("layer_translate"):        # a GUI run
+            kw = {"scale": tuple(src["layer_scale"]), "translate": tuple(src["layer_translate"])}
+            factor = int(src.get("downsample", st.downsample))
+        else:                                                            # slads-eds run
+            d, u = float(st.downsample), float(max(1, st.upsample))
+            r0, c0 = (region[:2] if region else (0, 0))
+            kw = {"scale": (d / u, d / u), "translate": ((r0 + d / 2) / u - 0.5, (c0 + d / 2) / u - 0.5)}
+            factor = int(st.downsample)
+        info = SpecimenInfo(specimen=spec, train_references=None, train_maps=[], factor=factor,
+                            test_region=tuple(region) if region else None,
+                            train_regions=[tuple(r) for r in src.get("train_regions") or []],
+                            source=str(src.get("phase_layer") or src.get("image") or rf.path),
+                            settings=dict(src.get("specimen") or {
+                                "ill_fraction": st.ill_fraction, "counts_per_spectrum": st.counts_per_spectrum,
+                                "seed": spec.seed, "grid": list(spec.shape), "downsample": factor}))
+        name = f"{GROUND_TRUTH_LAYER} ({rf.path.name})"
+        layer = next((l for l in self.viewer.layers if l.name == name and specimen_info(l) is not None), None)
+        if layer is None:
+            layer = self.viewer.add_labels(spec.labels.copy(), name=name, metadata={SPECIMEN_KEY: info}, **kw)
+        else:
+            layer.data = spec.labels.copy()
+            layer.scale, layer.translate = kw["scale"], kw["translate"]
+            layer.metadata = {**layer.metadata, SPECIMEN_KEY: info}
+        if spectrum_picker not in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.append(spectrum_picker)
+        return layer, info
 
     def pause(self) -> None:
         if self.session.busy and self.session.job_name == "run_slads":
@@ -237,7 +451,7 @@ class SamplingWidget(QWidget):
             if self._undisplayed is not None:      # show where the run stands
                 self._display(self._undisplayed)
             self.pause_button.setText("Resume")
-            self.status.setText(f"paused at {self.n_measured} measurements")
+            self._status(f"paused at {self.n_measured} measurements")
 
     def resume(self) -> None:
         self.session.resume()
@@ -252,7 +466,7 @@ class SamplingWidget(QWidget):
     def stop(self) -> None:
         """Stop the run: it returns what it measured (or the engine is ended within 1 s)."""
         if self.session.busy and self.session.job_name == "run_slads":
-            self.status.setText("stopping…")
+            self._status("stopping…")
             self.session.stop()
         self.pause_button.setText("Pause")
 
@@ -297,7 +511,7 @@ class SamplingWidget(QWidget):
         elif t == "progress" and msg.get("stage") == "baseline":
             name = {"random": "random", "halton": "Halton"}.get(msg.get("baseline"), msg.get("baseline"))
             if msg["done"] < msg["total"]:
-                self.status.setText(f"static {name} scan for comparison ({msg['done'] + 1} of {msg['total']})…")
+                self._status(f"static {name} scan for comparison ({msg['done'] + 1} of {msg['total']})…")
 
     def _apply_frame(self, msg: dict) -> None:
         """Take one frame: the measured positions always go into the mask array; the layers,
@@ -335,7 +549,7 @@ class SamplingWidget(QWidget):
         rate = float(msg.get("rate") or 0.0)
         left = (self._target - self.n_measured) / rate if rate > 0 else float("nan")
         td = msg.get("td")
-        self.status.setText(
+        self._status(
             f"measured {self.n_measured} of {self._target} ({100 * msg['fraction']:.2f} %)"
             + (f" · TD {td:.4f}" if td is not None else "")
             + f" · {rate:.0f} measurements/s"
@@ -381,27 +595,64 @@ class SamplingWidget(QWidget):
                 if f"td_curve_{name}" in r:
                     td.set_baseline(name, r[f"td_curve_{name}"])
             self.result = self._full_result(r)
-            self.status.setText(self._summary(self.result))
+            summary = self._summary(self.result)
+            if r.get("n_replayed"):
+                summary = f"resumed ({r['n_replayed']} measurements replayed from the journal); " + summary
+            if r.get("stop_reason") == "stopped by the user":
+                summary += "  'Resume from journal…' continues it to the target."
+            self._status(summary + "  Writing the results into the run folder…")
+            self._write_results(self.result, summary)
             self._on_busy(self.session.busy)
         elif outcome.status == "cancelled":
-            self.status.setText(f"stopped at {self.n_measured} measurements (no result)")
+            self._status(f"stopped at {self.n_measured} measurements (no result)." + self._resume_hint(outcome))
         elif outcome.status == "error":
-            self.status.setText(f"the run failed: {outcome.error}")
+            self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome))
+
+    def _resume_hint(self, outcome) -> str:
+        """After a run ended without a result: how to continue it (unless its folder has no
+        journal, or the engine refused the input, e.g. a corrupt journal)."""
+        if self.run is None or not (self.run.folder / JOURNAL_NAME).is_file():
+            return ""
+        if getattr(outcome.error, "kind", None) == "input" or isinstance(outcome.error, InputError):
+            return ""
+        return "  Every measured spectrum is in the journal: 'Resume from journal…' continues the run."
+
+    def _status(self, text: str) -> None:
+        """The status line, with the run folder on a second line."""
+        folder = f"\nrun folder: {self.run.folder}" if self.run is not None else ""
+        self.status.setText(text + folder)
+
+    def _write_results(self, result: dict, summary: str) -> None:
+        """Write the finished run into its run folder (in a worker thread: the TD plot and the
+        compressed files take a moment on large grids)."""
+        from ..results import write_run
+
+        run = self.run
+        folder = run.folder
+
+        def done(files):
+            if self.run is run:       # not replaced by a newer run meanwhile
+                self.saved_to = folder
+                self._status(f"{summary}  Results written into the run folder.")
+
+        self.write_worker = run_in_thread(lambda: write_run(result, folder), on_done=done,
+                                          title="Writing the run's results")
 
     def _full_result(self, r: dict) -> dict:
         """The job's result plus what result.json of the CLI holds (models, settings, truth)."""
-        s, info = self.session, self._info
+        info, run = self._info, self.run
         out = dict(r)
-        crep, erep = s.classifier_report, s.erd_report
+        crep, erep = run.classifier_report, run.erd_report
         out["misclassification"] = crep.get("misclassification", float("nan"))
         out["classifier"] = {k: crep[k] for k in ("misclassification", "confusion", "threshold", "n_train",
                                                   "n_val", "seconds", "path") if k in crep}
-        out["erd_model"] = {k: erep[k] for k in ("c", "c_search", "rows", "seconds", "regressor", "path")
-                            if k in erep}   # "erd" is the ERD map
+        out["erd_model"] = {k: erep[k] for k in ("c", "c_search", "rows", "seconds", "regressor", "stopping",
+                                                 "path") if k in erep}   # "erd" is the ERD map
         out["c"] = erep.get("c", r.get("c"))
-        out["settings"] = {**asdict(self._params), **info.settings, "dwell_time_s": self.dwell_spin.value()}
-        out["source"] = {"phase_layer": info.source, "test_region": info.test_region,
-                         "train_regions": info.train_regions, "downsample": info.factor, "gui": True}
+        out["settings"] = {**asdict(run.settings), **run.gui}
+        out["source"] = run.source
+        out["run_folder"] = str(run.folder)
+        out["resumed"] = run.resumed
         out["ground_truth"] = info.specimen.phase_map
         out["specimen_labels"] = info.specimen.labels
         out["wall_seconds"] = self.last_run_wall
@@ -439,6 +690,7 @@ class SamplingWidget(QWidget):
         try:
             running = busy and self.session.job_name == "run_slads"
             self.start_button.setEnabled(not busy)
+            self.resume_button.setEnabled(not busy)
             self.pause_button.setEnabled(running)
             self.stop_button.setEnabled(running)
             self.save_button.setEnabled(not busy and self.result is not None)

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
 
 from .._validation import InputError, check_label_image
 from ..erd import load_erd_model
+from ..pipeline import CLASSIFIER_FILES
 from ..segmentation import majority_downsample
 from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_progress, status_label, user_action
 from ._session import _real, session_for, specimen_info
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingWidget", "read_classifier_description"]
 
-_CLASSIFIER_FILES = ("classifier.json", "detector.keras", "cnn.keras")
+_CLASSIFIER_FILES = CLASSIFIER_FILES
 
 
 def _is_specimen_layer(layer) -> bool:
@@ -257,6 +258,9 @@ class TrainingWidget(QWidget):
     def train_classifier(self, start: bool = True):
         """Train the classifier in the engine; returns the (unstarted with start=False) worker."""
         info = self._info()
+        if info.train_references is None:
+            raise InputError(f"'{self.specimen_combo.layer().name}' was loaded from a run folder and has no "
+                             "training spectra: create the simulated object in the Simulated object widget")
         kwargs = {"references": info.train_references, "out_dir": str(self.session.new_path("classifier")),
                   "seed": self.seed_spin.value()}
         if self.epochs_spin.value() > 0:
