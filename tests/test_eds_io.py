@@ -1,6 +1,5 @@
 """Reading spectra and spectrum images through RosettaSciIO; energy axes by value."""
 
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -1,12 +1,11 @@
 import os
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from napari_slads_eds import Engine, EngineError, InputError, JobCancelled
+from napari_slads_eds import Engine, EngineError
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def test_progress_pause_resume_and_graceful_stop(engine):
         seen.append(msg["done"])
         if msg["done"] == 20:
             engine.pause()
-            t = time.time()
+
             break
     time.sleep(0.4)
     engine.resume()

@@ -386,7 +386,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         newpos = np.concatenate(pos_log[s:]) if len(pos_log) > s else np.zeros((0, 2), np.int64)
         newlab = np.concatenate(lab_log[s:]) if len(lab_log) > s else np.zeros(0, np.int16)
         el = time.perf_counter() - t0
-        msg = dict(n_measured=sampler.n_measured, fraction=sampler.fraction, td=sampler.td,
+        msg = dict(n_measured=sampler.n_measured, target=target, fraction=sampler.fraction, td=sampler.td,
                    positions=newpos, labels=newlab, final=final, elapsed=el,
                    rate=(sampler.n_measured - n_replayed) / max(1e-9, el),
                    epsilon=None if rule is None else rule.epsilon)

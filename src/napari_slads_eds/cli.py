@@ -144,15 +144,8 @@ def _do_run(image, phases, args, train=None, spectra=None) -> int:
     print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
           f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
     prog = _Progress(args.quiet)
-    target = int(round(exp.settings.fraction * n * n))
-
-    def on_message(m):
-        if m.get("type") == "frame":
-            m["target"] = target
-        prog(m)
-
     try:
-        result = run_experiment(exp, out, on_message=on_message)
+        result = run_experiment(exp, out, on_message=prog)
     finally:
         prog.close()
     print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")

@@ -856,15 +856,8 @@ def replay_command(args) -> int:
           f"{exp.source['mean_counts_per_measurement']:.1f} counts per measurement, "
           f"target {100 * s.fraction:g} %, output {out}", file=sys.stderr)
     prog = _Progress(args.quiet)
-    target = int(round(s.fraction * H * W))
-
-    def on_message(m):
-        if m.get("type") == "frame":
-            m["target"] = target
-        prog(m)
-
     try:
-        result = run_replay(exp, out, on_message=on_message)
+        result = run_replay(exp, out, on_message=prog)
     finally:
         prog.close()
     print(f"\nSLADS-EDS replay result ({time.perf_counter() - t0:.1f} s, files in {out}):")
