@@ -95,16 +95,17 @@ class Journal:
         self.n_batches = int(self._f["record"][-1]["batch"]) + 1 if self.n else 0
 
     @classmethod
-    def append_to(cls, path) -> "Journal":
+    def append_to(cls, path, contents: dict | None = None) -> "Journal":
         """Continue an existing journal (resume).
 
         A writer that was killed leaves HDF5's "file is being written" flag set, so the
         file is not reopened for writing: its contents are copied batch by batch into a
         new file, which then atomically replaces it and receives the new measurements.
+        ``contents``: the journal as :func:`read_journal` returned it, if already read.
         """
         import os
 
-        old = read_journal(path)
+        old = contents if contents is not None else read_journal(path)
         p = Path(path)
         tmp = p.with_name(p.name + ".resume-tmp")
         j = cls(tmp, old["spectrum"].shape[1] if old["spectrum"].ndim == 2 else 1, old["settings"])

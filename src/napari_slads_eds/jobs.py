@@ -168,6 +168,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     truth = getattr(specimen, "phase_map", None)
     sampler = Sampler((H, W), L, erd, k=k, truth=truth)
     target = max(1, int(round(target_fraction * P)))
+    # a journal to resume from is read first, so that a bad one is reported at once
+    replay = read_journal(journal_path) if journal_path is not None and resume else None
 
     # static scans at the same budget, through the same classifier and reconstruction
     baseline_curves, baseline_orders = {}, {}
@@ -187,12 +189,10 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         ctx.emit("baseline", name=name, curve=baseline_curves[name])
         ctx.progress("baseline", i + 1, len(baselines), baseline=name)
 
-    replay = None
     journal = None
     if journal_path is not None:
         if resume:
-            replay = read_journal(journal_path)
-            journal = Journal.append_to(journal_path)
+            journal = Journal.append_to(journal_path, replay)
         else:
             settings = dict(journal_settings or {})
             settings.update({"run": cfg.to_dict(), "k": k, "grid": [H, W], "phases": L})

@@ -332,7 +332,7 @@ def read_run_folder(out_dir) -> RunFolder:
     for name in (SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, *models, JOURNAL_NAME):
         if not (out / name).is_file():
             raise InputError(f"{out} cannot be resumed: {name} is missing "
-                             "(was the run started with slads-eds run/demo, and did training finish?)")
+                             "(was it started with slads-eds run/demo or the napari plugin, and did training finish?)")
     meta = _read_json(out / SETTINGS_FILE)
     training = _read_json(out / TRAINING_FILE)
     try:
