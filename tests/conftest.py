@@ -11,7 +11,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: Real data that may not be bundled (GPL Bruker map): ../shared/data next to the repository,
+#: or $SLADS_EDS_SHARED_DATA; tests that need it skip with a reason when it is absent.
+SHARED_DATA = Path(os.environ.get("SLADS_EDS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

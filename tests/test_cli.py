@@ -63,3 +63,15 @@ def test_run_bad_input_gives_clear_error(tmp_path, sample_dir, capsys, args, mes
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and "Traceback" not in err
+
+
+def test_run_refuses_to_overwrite_a_run(tmp_path, sample_dir, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "journal.h5").write_bytes(b"measurements")
+    rc = main(["run", "--image", str(sample_dir / "sem_nanoporous_gold_inlens.png"), "--phases", "2",
+               "--out", str(out), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "slads-eds resume" in err
+    assert (out / "journal.h5").read_bytes() == b"measurements"

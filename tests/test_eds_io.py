@@ -10,7 +10,7 @@ from napari_slads_eds.eds_io import (SpectrumImage, energy_axis_from_rsciio, rea
                                      read_spectrum_any, read_spectrum_image, rebin_counts, to_axis)
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards, default_axis, read_spectrum
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 needs_shared = pytest.mark.skipif(not (SHARED / "eds_map_bruker_P45.bcf").is_file(),
                                   reason="shared/data (GPL Bruker test map) not present")
 

@@ -16,7 +16,7 @@ from napari_slads_eds.replay import (ReplaySettings, ReplaySpecimen, cluster_pha
                                      thin_counts)
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards, default_axis, read_spectrum
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as SHARED  # noqa: E402
 
 
 def _generated_map(H=24, W=28, counts=60.0, seed=0):

@@ -107,3 +107,16 @@ def test_journal_roundtrip(tmp_path):
     k.close()
     d = read_journal(tmp_path / JOURNAL_NAME)
     assert d["batch"].tolist() == [0, 0, 1, 2] and len(d["label"]) == 4
+
+
+def test_export_of_a_run_folder_carries_the_journal_spectra(experiment, uninterrupted, tmp_path):
+    from napari_slads_eds.export import export_run, load_any_run, load_export
+
+    ref, out = uninterrupted
+    run = load_any_run(out)
+    assert run["spectra"].shape == (ref["n_measured"], 2048)
+    assert run["energy_axis"] == experiment.specimen.axis
+    assert np.array_equal(run["spectra"], experiment.specimen.measure(ref["positions"]))
+    f = export_run(run, tmp_path / "run.hspy", spectra=run["spectra"], axis=run["energy_axis"])
+    back = load_export(f)
+    assert np.array_equal(back["spectra"], run["spectra"]) and back["energy_axis"] == run["energy_axis"]

@@ -135,8 +135,13 @@ def _settings(args):
 
 
 def _do_run(image, phases, args, train=None, spectra=None) -> int:
+    from ._validation import InputError
+    from .acquisition import JOURNAL_NAME
     from .pipeline import prepare_experiment, run_experiment
 
+    if (Path(args.out) / JOURNAL_NAME).exists() and not getattr(args, "overwrite", True):
+        raise InputError(f"{args.out} already holds a run (journal.h5): continue it with "
+                         f"'slads-eds resume {args.out}', choose another --out, or give --overwrite")
     t0 = time.perf_counter()
     exp = prepare_experiment(image, phases, _settings(args), train=train, spectra=spectra)
     out = Path(args.out)
@@ -195,7 +200,8 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     pd = sub.add_parser("demo", help="run the whole chain on the bundled 2-phase sample (no arguments needed)")
-    pd.add_argument("--out", default="slads-demo", help="output folder (default %(default)s)")
+    pd.add_argument("--out", default="slads-demo",
+                    help="output folder (default %(default)s; a demo run already there is replaced)")
     pd.add_argument("--sample", choices=("gold", "glass"), default="gold",
                     help="bundled micrograph: 'gold' (2 phases) or 'glass' (3 phases)")
     _add_run_options(pd, demo=True)
@@ -208,6 +214,8 @@ def main(argv=None) -> int:
     pr.add_argument("--spectra", nargs="+", default=None,
                     help="one standard spectrum (.msa) per phase, darkest phase first (default: bundled NIST standards)")
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--overwrite", action="store_true",
+                    help="replace a run that is already in --out (default: refuse, so no measurement is lost)")
     _add_run_options(pr, demo=False)
 
     pres = sub.add_parser("resume", help="continue a stopped or crashed run from its journal")
@@ -215,7 +223,7 @@ def main(argv=None) -> int:
     pres.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser("reproduce", help="the paper's four experiment kinds on the bundled data, "
-                                            "against static random and Halton scans (takes about 15 min)")
+                                            "against static random and Halton scans (takes about 20 min)")
     prep.add_argument("--out", required=True, help="output folder (table.md, table.json, plots, runs)")
     prep.add_argument("--only", nargs="+", default=None, metavar="NAME",
                       help="run only these experiments (2-phase-128 2-phase-1024 3-phase-256 3-phase-1024 "
@@ -253,7 +261,10 @@ def main(argv=None) -> int:
             print(exc.remote_traceback, file=sys.stderr)
         return 1
     except (JobCancelled, KeyboardInterrupt):
-        print("slads-eds: cancelled", file=sys.stderr)
+        out = getattr(args, "out", None) or getattr(args, "dir", None)
+        hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"
+                if out and args.command in ("run", "demo", "resume") and (Path(out) / "journal.h5").exists() else "")
+        print(f"slads-eds: cancelled{hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -359,7 +359,7 @@ def read_rsciio(path, **kwargs) -> list[dict]:
     p = Path(path)
     if p.suffix.lower() == ".raw" and p.with_suffix(".rpl").is_file():
         p = p.with_suffix(".rpl")
-    if not p.is_file():
+    if not (p.is_file() or (p.is_dir() and p.suffix.lower() == ".zspy")):   # .zspy is a folder
         raise InputError(f"file not found: {p}")
     plugins = _plugins_for(p)
     if not plugins:

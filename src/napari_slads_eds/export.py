@@ -161,10 +161,15 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
               "original_metadata": {}, "tmp_parameters": {}, "attributes": {"_lazy": False},
               "learning_results": {}, "models": {},
               "package_info": {"name": "napari-slads-eds", "version": _version()}}
-    if suf == ".hspy":
-        from rsciio.hspy import file_writer
-    else:
-        from rsciio.zspy import file_writer
+    try:
+        if suf == ".hspy":
+            from rsciio.hspy import file_writer
+        else:
+            from rsciio.zspy import file_writer
+    except ImportError as exc:
+        raise InputError(f"export: the {suf} writer of RosettaSciIO cannot be loaded ({exc}); "
+                         f"{'write .hspy instead (or install zarr < 3 with numcodecs)' if suf == '.zspy' else 'install h5py'}"
+                         ) from exc
     if p.exists():
         if p.is_dir():
             import shutil
@@ -347,7 +352,7 @@ def load_any_run(path) -> dict:
     if p.is_dir() and p.suffix.lower() != ".zspy":
         if (p / "run_export.npz").is_file():
             return load_export(p / "run_export.npz")
-        return load_run(p)
+        return _with_journal_spectra(load_run(p), p)
     if not p.exists():
         raise InputError(f"run not found: {p}")
     if p.suffix.lower() in (".hspy", ".zspy"):
@@ -357,6 +362,27 @@ def load_any_run(path) -> dict:
             names = set(z.files)
         return load_export(p) if "energy_axis_json" in names else load_run(p)
     raise InputError(f"{p}: expected a run folder, run.npz, or an exported .hspy/.zspy/.npz")
+
+
+def _with_journal_spectra(run: dict, folder: Path) -> dict:
+    """Add the measured spectra and their energy axis from the run folder's acquisition
+    journal (``journal.h5``; the axis from ``specimen.npz``), when they match the run's
+    measured positions."""
+    import json
+
+    from ._files import read_npz
+    from .acquisition import JOURNAL_NAME, read_journal
+
+    jp, sp = folder / JOURNAL_NAME, folder / "specimen.npz"
+    if not (jp.is_file() and sp.is_file()):
+        return run
+    j = read_journal(jp)
+    pos = np.asarray(run.get("positions", np.zeros((0, 2))), dtype=np.int64).reshape(-1, 2)
+    if len(j["position"]) != len(pos) or not np.array_equal(j["position"], pos):
+        return run
+    run["spectra"] = j["spectrum"]
+    run["energy_axis"] = EnergyAxis.from_dict(json.loads(str(read_npz(sp, ["axis"], "specimen file")["axis"])))
+    return run
 
 
 def add_export_parser(sub) -> None:
@@ -375,8 +401,8 @@ def export_command(args) -> int:
     ax = run.get("energy_axis")
     spectra = run.get("spectra")
     if spectra is None:
-        print("slads-eds export: the run holds no spectra (slads-eds run does not keep them); "
-              "exporting positions, labels, maps and curves", file=sys.stderr)
+        print("slads-eds export: the run holds no spectra (no acquisition journal matching its "
+              "positions); exporting positions, labels, maps and curves", file=sys.stderr)
     out = export_run(run, args.to, spectra=spectra, axis=ax if spectra is not None else None,
                      beam_energy_keV=run.get("export_beam_energy_keV") or None,
                      pixel_size=run.get("export_pixel_size") or None,

@@ -769,7 +769,9 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
         result = eng.run("run_slads", on_message=cb, specimen=exp.specimen, classifier=clf_path,
                          erd_model=erd_report["path"], target_fraction=s.fraction,
                          initial_fraction=s.initial_fraction, initial_pattern=s.initial_pattern,
-                         batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=False)
+                         batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=False,
+                         journal_path=str(out / "journal.h5"),
+                         journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}})
     finally:
         if own:
             eng.close()
