@@ -53,14 +53,15 @@ class _Progress:
             bar.n = msg.get("done", 0)
             post = {k: msg[k] for k in ("loss", "c", "area") if k in msg}
             if post:
-                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in post.items()})
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in post.items()},
+                                refresh=False)
             bar.refresh()
         elif t == "frame":
             bar = self._bar("sampling", msg.get("target") or None)
             bar.n = msg["n_measured"]
             td = msg.get("td")
             bar.set_postfix(fraction=f"{100 * msg['fraction']:.1f}%",
-                            TD=("n/a" if td is None else f"{td:.4f}"), rate=f"{msg.get('rate', 0):.0f}/s")
+                            TD=("n/a" if td is None else f"{td:.4f}"), rate=f"{msg.get('rate', 0):.0f}/s", refresh=False)
             bar.refresh()
         elif t == "log" and not self.quiet:
             print(msg.get("text", ""), file=sys.stderr)
