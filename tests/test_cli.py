@@ -42,6 +42,11 @@ def test_run_end_to_end_small_grid(tmp_path, sample_dir, capsys):
     run = load_run(out)
     assert run["mask"].sum() == res["n_measured"]
     assert run["reconstruction"].shape == (40, 40)
+    import imageio.v3 as iio
+
+    png = iio.imread(out / "mask.png")            # viewing copy: 40 px grid -> 12x12 squares
+    assert png.shape == (480, 480)
+    np.testing.assert_array_equal(png[::12, ::12] > 0, run["mask"])
     assert np.mean(run["reconstruction"] != run["ground_truth"]) == pytest.approx(res["td"])
     assert "tensorflow" not in sys.modules
 

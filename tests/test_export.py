@@ -103,6 +103,20 @@ def test_hyperspy_loads_the_export_with_the_right_axes(tmp_path, run_result):
         assert json.loads(s.metadata.SLADS.result_json)["td"] == 0.05
 
 
+@pytest.mark.parametrize("suffix", [".hspy", ".npz"])
+def test_unknown_calibration_is_left_out_not_written_as_zero(tmp_path, run_result, suffix):
+    result, spectra = run_result
+    back = load_export(export_run(result, tmp_path / f"sim{suffix}", spectra=spectra, axis=AXIS))
+    for k in ("export_beam_energy_keV", "export_pixel_size", "export_pixel_units"):
+        assert k not in back
+    assert list(back["grid"]) == [12, 15]
+    if suffix == ".hspy":
+        hs = pytest.importorskip("hyperspy.api")
+        s = hs.load(tmp_path / "sim.hspy")
+        assert "Acquisition_instrument" not in s.metadata
+        assert "beam_energy_keV" not in s.metadata.SLADS and "pixel_size" not in s.metadata.SLADS
+
+
 def test_export_without_spectra_and_bad_input(tmp_path, run_result):
     result, spectra = run_result
     f = export_run(result, tmp_path / "nospec.hspy")

@@ -60,8 +60,10 @@ class _Progress:
             bar = self._bar("sampling", msg.get("target") or None)
             bar.n = msg["n_measured"]
             td = msg.get("td")
-            bar.set_postfix(fraction=f"{100 * msg['fraction']:.1f}%",
-                            TD=("n/a" if td is None else f"{td:.4f}"), rate=f"{msg.get('rate', 0):.0f}/s", refresh=False)
+            post = {"fraction": f"{100 * msg['fraction']:.1f}%", "TD": "n/a" if td is None else f"{td:.4f}"}
+            if msg.get("rate"):  # frames replayed from a journal have no rate
+                post["rate"] = f"{msg['rate']:.0f}/s"
+            bar.set_postfix(post, refresh=False)
             bar.refresh()
         elif t == "log" and not self.quiet:
             print(msg.get("text", ""), file=sys.stderr)

@@ -25,6 +25,7 @@ and reads the file).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,8 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
     axis : EnergyAxis, optional
         Energy axis of ``spectra`` (required with them).
     beam_energy_keV, pixel_size, pixel_units
-        Stored in the metadata.
+        Stored in the metadata when given (a simulated run has neither: the keys are left
+        out rather than written as 0).
     overwrite : bool
 
     Returns
@@ -119,9 +121,11 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
     summary = _summary(result)
     summary["export"] = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
     H, W = arrays["reconstruction"].shape
-    extra = {"grid": [int(H), int(W)], "pixel_size": float(pixel_size) if pixel_size else 0.0,
-             "pixel_units": str(pixel_units or ""),
-             "beam_energy_keV": float(beam_energy_keV) if beam_energy_keV else 0.0}
+    extra = {"grid": [int(H), int(W)]}  # unknown calibration is left out, never written as 0
+    if pixel_size:
+        extra.update(pixel_size=float(pixel_size), pixel_units=str(pixel_units or ""))
+    if beam_energy_keV:
+        extra["beam_energy_keV"] = float(beam_energy_keV)
     p.parent.mkdir(parents=True, exist_ok=True)
     if suf == ".npz":
         out = dict(arrays)
@@ -178,7 +182,10 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
         else:
             p.unlink()
     try:
-        file_writer(str(p), signal, show_progressbar=False)
+        with warnings.catch_warnings():  # zarr 2's deprecation notice of its NestedDirectoryStore
+            warnings.filterwarnings("ignore", category=FutureWarning, module="zarr")
+            warnings.filterwarnings("ignore", message=".*NestedDirectoryStore.*")
+            file_writer(str(p), signal, show_progressbar=False)
     except AttributeError as exc:
         if suf == ".zspy" and ("zarr" in str(exc).lower() or "Store" in str(exc)):
             raise InputError(f"export: RosettaSciIO's .zspy writer does not work with the installed "

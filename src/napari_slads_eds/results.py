@@ -6,8 +6,9 @@ Files written to the output folder ``DIR``:
 ``result.json``        grid, phases, sampling_fraction, td, td_curve, td_random,
                        td_halton, misclassification, c, seconds, and more
 ``reconstruction.tif`` reconstructed phase map, uint8 labels 0..L
-``reconstruction.png`` the same, coloured for viewing
-``mask.png``           measurement mask (white = measured)
+``reconstruction.png`` the same, coloured for viewing (each grid pixel a square of
+                       whole image pixels, so small grids are at least 512 px wide)
+``mask.png``           measurement mask (white = measured), enlarged as the reconstruction
 ``td_curve.png``       TD versus sampling fraction, SLADS and the static scans
 ``run.npz``            positions, labels, reconstruction, mask, ERD, ground truth,
                        TD curve and the result as JSON (no pickle)
@@ -82,6 +83,14 @@ def plot_td_curve(result: dict, path) -> None:
     fig.savefig(path)
 
 
+VIEW_PNG_PIXELS = 512
+
+
+def _zoom(img: np.ndarray, z: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an (H, W[, C]) image by an integer factor ``z``."""
+    return img if z == 1 else np.repeat(np.repeat(img, z, axis=0), z, axis=1)
+
+
 def write_run(result: dict, out_dir) -> dict:
     """Write a run's files into ``out_dir`` (see the module docstring).
 
@@ -105,8 +114,9 @@ def write_run(result: dict, out_dir) -> dict:
     mask = np.asarray(result["mask"], dtype=bool)
     L = int(result.get("phases", rec.max()))
     tifffile.imwrite(out / "reconstruction.tif", rec.astype(np.uint8))
-    iio.imwrite(out / "reconstruction.png", label_colours(L)[np.clip(rec, 0, L)])
-    iio.imwrite(out / "mask.png", (mask * 255).astype(np.uint8))
+    z = max(1, VIEW_PNG_PIXELS // max(rec.shape))  # PNGs for viewing: whole pixels, >= 512 px wide
+    iio.imwrite(out / "reconstruction.png", _zoom(label_colours(L)[np.clip(rec, 0, L)], z))
+    iio.imwrite(out / "mask.png", _zoom((mask * 255).astype(np.uint8), z))
     files.update({"reconstruction.tif": out / "reconstruction.tif",
                   "reconstruction.png": out / "reconstruction.png", "mask.png": out / "mask.png"})
     plot_td_curve(result, out / "td_curve.png")
