@@ -96,7 +96,8 @@ def read_micrograph(path, *, crop_bottom: int = 0) -> np.ndarray:
     try:
         img = iio.imread(path)
     except Exception as exc:  # imageio raises format-specific errors
-        raise InputError(f"{path}: not a readable image file (PNG, TIFF or JPEG expected): {exc}") from exc
+        why = "" if "Could not find a backend" in str(exc) else f": {exc}"  # that one only repeats the path
+        raise InputError(f"{path}: not a readable image file (PNG, TIFF or JPEG expected){why}") from exc
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] not in (1, 3, 4):
         raise InputError(f"{path}: expected a single 2-D micrograph, got an image stack of shape {img.shape}")
