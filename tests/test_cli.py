@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from napari_slads_eds import InputError
 from napari_slads_eds.cli import main
 from napari_slads_eds.pipeline import RESULT_KEYS
 
@@ -80,3 +81,84 @@ def test_run_refuses_to_overwrite_a_run(tmp_path, sample_dir, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "slads-eds resume" in err
     assert (out / "journal.h5").read_bytes() == b"measurements"
+
+
+def _folder_with_run(p):
+    p.mkdir(parents=True, exist_ok=True)
+    (p / "journal.h5").write_bytes(b"measurements")
+    return p
+
+
+@pytest.mark.parametrize("case,message", [
+    ("run --seed -1", "--seed must be an integer in 0..4294967295, got -1"),
+    ("run --denoise 100000", "--denoise"),
+    ("run --denoise -3", "--denoise"),
+    ("run --upsample 50", "--upsample must be an integer in 1..16"),
+    ("run --epochs 0", "--epochs must be an integer in 1..10000"),
+    ("run --out=FILE", "exists and is not a folder"),
+    ("run --out=FILE/sub", "cannot create the folder"),
+    ("run --out=", "an output folder is needed"),
+    ("run --out=LOCKED", "in use by another slads-eds process"),
+    ("demo --out=RUN", "already holds a run"),
+    ("replay --out=RUN", "already holds a run"),
+    ("replay --smooth nan", "--smooth"),
+    ("replay --seed -1", "--seed must be"),
+    ("reproduce --only 2-phase-128 bogus", "unknown experiment(s) ['bogus']"),
+    ("reproduce --seed -2", "--seed must be"),
+    ("export CORRUPT", "not a readable run file (corrupt or truncated?)"),
+    ("export TEXT", "this file is not one"),
+    ("export UNFINISHED", "the run has not finished"),
+])
+def test_cli_bad_input_gives_clear_error(tmp_path, sample_dir, capsys, case, message):
+    """Bad options and unusable folders are refused before any work, with exit status 2."""
+    import os
+
+    img = str(sample_dir / "sem_nanoporous_gold_inlens.png")
+    (tmp_path / "FILE").write_text("a file")
+    _folder_with_run(tmp_path / "RUN")
+    (tmp_path / "LOCKED").mkdir()
+    (tmp_path / "LOCKED" / ".slads-eds.lock").write_text(str(os.getppid()))   # a live process
+    (tmp_path / "CORRUPT.npz").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "TEXT.npz").write_text("hello")
+    _folder_with_run(tmp_path / "UNFINISHED")
+    cmd, *rest = case.split(" ", 1)
+    opts = rest[0].split(" ") if rest else []
+    out = [o for o in opts if o.startswith("--out=")]
+    opts = [o for o in opts if not o.startswith("--out=")]
+    out = out[0][6:] if out else "o"
+    out = str(tmp_path / out) if out else ""
+    base = {"run": ["run", "--image", img, "--phases", "2", "--size", "32", "--out", out],
+            "demo": ["demo", "--out", out],
+            "replay": ["replay", "--spectrum-image", str(tmp_path / "map.bcf"), "--phases", "2", "--out", out],
+            "reproduce": ["reproduce", "--out", out]}
+    if cmd == "export":
+        target = {"CORRUPT": "CORRUPT.npz", "TEXT": "TEXT.npz", "UNFINISHED": "UNFINISHED"}[opts.pop()]
+        argv = ["export", str(tmp_path / target), "--to", str(tmp_path / "x.hspy")]
+    else:
+        argv = base[cmd] + opts + ["--quiet"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err and "Traceback" not in err
+    assert (tmp_path / "RUN" / "journal.h5").read_bytes() == b"measurements"
+    assert not (tmp_path / "o").exists()                       # refused before a folder was made
+
+
+def test_output_folder_lock_is_released_and_a_stale_one_taken_over(tmp_path):
+    from napari_slads_eds._files import LOCK_NAME, output_folder
+
+    d = tmp_path / "out"
+    with output_folder(d) as p:
+        assert (p / LOCK_NAME).read_text() == str(__import__("os").getpid())
+    assert not (d / LOCK_NAME).exists()
+    (d / LOCK_NAME).write_text("999999999")             # a process that does not exist
+    with output_folder(d):
+        pass
+    assert not (d / LOCK_NAME).exists()
+    demo = tmp_path / "demo"
+    with output_folder(demo, refuse_run=True, demo=True):
+        (demo / "journal.h5").write_bytes(b"x")
+    with output_folder(demo, refuse_run=True, demo=True):   # an earlier demo may be replaced
+        pass
+    with pytest.raises(InputError, match="already holds a run"):
+        output_folder(demo, refuse_run=True)

@@ -92,6 +92,24 @@ def test_resume_refuses_what_is_not_a_run(tmp_path, uninterrupted):
         read_journal(tmp_path / "other.h5")
 
 
+def test_resume_refuses_a_journal_of_another_spectrum_length(uninterrupted, tmp_path):
+    import shutil
+
+    _, out = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "run.npz").unlink()
+    j = read_journal(out / JOURNAL_NAME)
+    (run / JOURNAL_NAME).unlink()
+    bad = Journal(run / JOURNAL_NAME, 100, j["settings"])
+    bad.append(j["position"][:30], j["label"][:30], j["spectrum"][:30, :100], 0.1)
+    bad.close()
+    before = (run / JOURNAL_NAME).read_bytes()
+    with pytest.raises((InputError, EngineError), match="100 channels, the run's specimen 2048"):
+        resume_experiment(run)
+    assert (run / JOURNAL_NAME).read_bytes() == before          # the journal is left as it was
+
+
 def test_journal_roundtrip(tmp_path):
     j = Journal(tmp_path / JOURNAL_NAME, 5, {"seed": 1})
     j.append([[0, 1], [2, 3]], [1, 0], np.ones((2, 5)), 0.5)

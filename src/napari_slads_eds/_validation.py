@@ -9,11 +9,43 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["InputError", "check_label_image", "check_spectra", "check_positions"]
+__all__ = ["InputError", "check_label_image", "check_spectra", "check_positions", "check_int", "check_seed"]
 
 
 class InputError(ValueError):
     """Bad input at the public edge of the library (shape, dtype, values, files)."""
+
+
+def check_int(value, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as a Python int in ``lo..hi`` (inclusive; None: unbounded).
+
+    Raises
+    ------
+    InputError
+        Not an integer (floats with a fraction, strings, NaN), or out of range; the
+        message names ``name`` and the allowed range.
+    """
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok and isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        ok = True
+    rng = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+    if not ok:
+        raise InputError(f"{name} must be an integer in {rng}, got {value!r}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise InputError(f"{name} must be an integer in {rng}, got {v}")
+    return v
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A random seed as numpy's generators accept it: an integer in 0..2**32-1.
+
+    Raises
+    ------
+    InputError
+        Negative, too large, or not an integer.
+    """
+    return check_int(seed, name, 0, 2**32 - 1)
 
 
 def _describe(a) -> str:

@@ -138,36 +138,49 @@ def _settings(args):
 
 
 def _do_run(image, phases, args, train=None, spectra=None) -> int:
-    from ._validation import InputError
-    from .acquisition import JOURNAL_NAME
+    from ._files import output_folder
     from .pipeline import prepare_experiment, run_experiment
 
-    if (Path(args.out) / JOURNAL_NAME).exists() and not getattr(args, "overwrite", True):
-        raise InputError(f"{args.out} already holds a run (journal.h5): continue it with "
-                         f"'slads-eds resume {args.out}', choose another --out, or give --overwrite")
+    settings = _settings(args).check()        # bad options are refused before the folder is made
+    folder = output_folder(args.out, refuse_run=True, overwrite=args.overwrite, demo=args.command == "demo")
     t0 = time.perf_counter()
-    exp = prepare_experiment(image, phases, _settings(args), train=train, spectra=spectra)
-    out = Path(args.out)
-    n = exp.settings.size
-    print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
-          f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
-    prog = _Progress(args.quiet)
-    try:
-        result = run_experiment(exp, out, on_message=prog)
-    finally:
-        prog.close()
+    with folder as out:
+        exp = prepare_experiment(image, phases, settings, train=train, spectra=spectra)
+        _warn_missing_phases(exp.source)
+        n = exp.settings.size
+        print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
+              f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
+        prog = _Progress(args.quiet)
+        try:
+            result = run_experiment(exp, out, on_message=prog)
+        finally:
+            prog.close()
     print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
     return 0
 
 
+def _warn_missing_phases(source: dict) -> None:
+    missing = source.get("phases_missing_in_test_region")
+    if missing:
+        print(f"slads-eds: warning: phase(s) {missing} do not occur in the {source.get('test_region', ['?'])[-1]}"
+              f"-pixel test region, so the run cannot show how they are sampled; a larger --size or "
+              f"--downsample, or fewer --phases, gives a more telling run", file=sys.stderr)
+
+
 def _do_resume(args) -> int:
+    from ._files import OutputFolder
     from .pipeline import resume_experiment
 
     t0 = time.perf_counter()
     prog = _Progress(args.quiet)
+    d = Path(args.dir)
     try:
-        result = resume_experiment(args.dir, on_message=prog)
+        if d.is_dir():
+            with OutputFolder(d):
+                result = resume_experiment(d, on_message=prog)
+        else:
+            result = resume_experiment(d, on_message=prog)   # says why it cannot be resumed
     finally:
         prog.close()
     print(f"\nSLADS-EDS result, resumed ({result['n_replayed']} measurements replayed from the journal, "
@@ -177,12 +190,17 @@ def _do_resume(args) -> int:
 
 
 def _do_reproduce(args) -> int:
-    from .reproduce import run_reproduce
+    from ._files import output_folder
+    from ._validation import check_seed
+    from .reproduce import check_experiment_names, run_reproduce
 
+    check_experiment_names(args.only)
+    check_seed(args.seed, "--seed")
     prog = _Progress(args.quiet)
     try:
-        run_reproduce(args.out, names=args.only, seed=args.seed, erd=args.erd, on_message=prog,
-                      log=lambda t: (prog.close(), print(t, file=sys.stderr)))
+        with output_folder(args.out) as out:
+            run_reproduce(out, names=args.only, seed=args.seed, erd=args.erd, on_message=prog,
+                          log=lambda t: (prog.close(), print(t, file=sys.stderr)))
     finally:
         prog.close()
     print((Path(args.out) / "table.md").read_text())
@@ -207,6 +225,8 @@ def main(argv=None) -> int:
                     help="output folder (default %(default)s; a demo run already there is replaced)")
     pd.add_argument("--sample", choices=("gold", "glass"), default="gold",
                     help="bundled micrograph: 'gold' (2 phases) or 'glass' (3 phases)")
+    pd.add_argument("--overwrite", action="store_true",
+                    help="replace a run in --out that is not an earlier demo (default: refuse)")
     _add_run_options(pd, demo=True)
 
     pr = sub.add_parser("run", help="run the whole chain on a micrograph")
@@ -259,10 +279,17 @@ def main(argv=None) -> int:
         print(f"slads-eds: error: {exc}", file=sys.stderr)
         return 2
     except EngineError as exc:
+        if exc.kind == "input":           # bad input found inside the engine (a file, a setting)
+            print(f"slads-eds: error: {exc}", file=sys.stderr)
+            return 2
         print(f"slads-eds: engine error: {exc}", file=sys.stderr)
         if exc.kind not in ("input",) and exc.remote_traceback:
             print(exc.remote_traceback, file=sys.stderr)
         return 1
+    except OSError as exc:                # a file or folder that cannot be read or written
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+        print(f"slads-eds: error: {exc}{where}", file=sys.stderr)
+        return 2
     except (JobCancelled, KeyboardInterrupt):
         out = getattr(args, "out", None) or getattr(args, "dir", None)
         hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"

@@ -126,7 +126,12 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
         extra.update(pixel_size=float(pixel_size), pixel_units=str(pixel_units or ""))
     if beam_energy_keV:
         extra["beam_energy_keV"] = float(beam_energy_keV)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"export: cannot create the folder {p.parent} ({exc.strerror or exc})") from exc
+    if p.is_dir() and suf != ".zspy":
+        raise InputError(f"export: {p} is a folder, expected a file name")
     if suf == ".npz":
         out = dict(arrays)
         out["result_json"] = np.array(json.dumps(summary))
@@ -359,14 +364,21 @@ def load_any_run(path) -> dict:
     if p.is_dir() and p.suffix.lower() != ".zspy":
         if (p / "run_export.npz").is_file():
             return load_export(p / "run_export.npz")
+        if not (p / "run.npz").is_file() and (p / "journal.h5").is_file():
+            raise InputError(f"{p}: the run has not finished (a journal but no run.npz): "
+                             f"complete it with 'slads-eds resume {p}' first")
         return _with_journal_spectra(load_run(p), p)
     if not p.exists():
         raise InputError(f"run not found: {p}")
     if p.suffix.lower() in (".hspy", ".zspy"):
         return load_export(p)
     if p.suffix.lower() == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            names = set(z.files)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                names = set(z.files)
+        except Exception as exc:  # zipfile, pickle refusal, OS errors
+            from ._files import npz_error
+            raise npz_error(p, "run file", exc) from exc
         return load_export(p) if "energy_axis_json" in names else load_run(p)
     raise InputError(f"{p}: expected a run folder, run.npz, or an exported .hspy/.zspy/.npz")
 

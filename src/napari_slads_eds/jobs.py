@@ -170,6 +170,14 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     target = max(1, int(round(target_fraction * P)))
     # a journal to resume from is read first, so that a bad one is reported at once
     replay = read_journal(journal_path) if journal_path is not None and resume else None
+    if replay is not None and len(replay["position"]):
+        sp = replay["spectrum"]
+        if sp.ndim != 2 or sp.shape[1] != specimen.axis.size:
+            raise InputError(f"{journal_path}: the journal's spectra have {sp.shape[-1]} channels, the run's "
+                             f"specimen {specimen.axis.size}; is this journal from another run?")
+        if not np.isfinite(sp).all() or (sp < 0).any():
+            raise InputError(f"{journal_path}: the journal holds spectra with NaN, inf or negative counts "
+                             f"(corrupt journal)")
 
     # static scans at the same budget, through the same classifier and reconstruction
     baseline_curves, baseline_orders = {}, {}

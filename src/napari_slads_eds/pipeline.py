@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import jsonable
-from ._validation import InputError
+from ._validation import InputError, check_int, check_seed
 from .segmentation import (Regions, majority_downsample, read_micrograph, segment_phases,
                            split_regions)
 from .spectra import (ReferenceSpectra, bundled_standards, default_standards_for,
@@ -25,6 +25,11 @@ from .specimen import SimulatedSpecimen
 
 __all__ = ["RunSettings", "Experiment", "prepare_experiment", "run_experiment", "resume_experiment",
            "RESULT_KEYS", "RunFolder", "write_run_folder", "read_run_folder", "sampling_job_kwargs"]
+
+#: Limits of the micrograph preparation (beyond them a run would only exhaust memory).
+MAX_DENOISE = 63
+MAX_UPSAMPLE = 16
+MAX_UPSAMPLED_PIXELS = 64 * 2**20
 
 #: Keys every result.json has.
 RESULT_KEYS = ("grid", "phases", "sampling_fraction", "td", "td_curve", "td_random", "td_halton",
@@ -121,6 +126,13 @@ class RunSettings:
             raise InputError(f"the stopping rule's target TD must be in (0, 1), got {self.stop_td}")
         if self.batch_mode not in ("top", "pseudo"):
             raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
+        check_seed(self.seed, "--seed")
+        check_int(self.denoise, "--denoise (median filter size in pixels; 0 or 1: none)", 0, MAX_DENOISE)
+        check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
+        check_int(self.k, "k (neighbours of the reconstruction)", 1, 1000)
+        check_int(self.crop_bottom, "--crop-bottom", 0)
+        if self.epochs is not None:
+            check_int(self.epochs, "--epochs", 1, 10000)
         return self
 
 
@@ -175,9 +187,7 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
         Unreadable image, too small for the test and training regions, bad settings.
     """
     s = (settings or RunSettings()).check()
-    L = int(n_phases)
-    if L < 1:
-        raise InputError(f"--phases must be >= 1, got {n_phases}")
+    L = check_int(n_phases, "--phases", 1, 255)
 
     def load(x, name):
         if isinstance(x, (str, Path)):
@@ -187,6 +197,13 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
             g = to_grey(x, name=name)
         if s.upsample > 1:
             from skimage.transform import rescale
+
+            n_px = g.shape[0] * g.shape[1] * int(s.upsample) ** 2
+            if n_px > MAX_UPSAMPLED_PIXELS:
+                u = int(s.upsample)
+                raise InputError(f"--upsample {u} would make a {g.shape[0] * u}x{g.shape[1] * u} image "
+                                 f"({n_px / 1e6:.0f} Mpixel); at most {MAX_UPSAMPLED_PIXELS / 1e6:.0f} Mpixel "
+                                 f"are supported: use a smaller --upsample")
             g = rescale(g, int(s.upsample), order=1, preserve_range=True, anti_aliasing=False)
         return g
 

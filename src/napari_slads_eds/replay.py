@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import InputError, check_label_image, check_positions
+from ._validation import InputError, check_int, check_label_image, check_positions, check_seed
 from .eds_io import SpectrumImage, read_spectrum_image, to_axis
 from .spectra import EnergyAxis, ReferenceSpectra
 
@@ -602,8 +602,11 @@ class ReplaySettings:
                              f"training), got {self.dwell}")
         if self.n_per_phase < 4:
             raise InputError(f"n_per_phase must be >= 4, got {self.n_per_phase}")
-        if self.smooth < 0:
-            raise InputError(f"--smooth must be >= 0, got {self.smooth}")
+        if not 0 <= self.smooth <= 50:   # NaN fails too
+            raise InputError(f"--smooth (Gaussian sigma in pixels) must be in 0..50, got {self.smooth}")
+        check_seed(self.seed, "--seed")
+        if self.epochs is not None:
+            check_int(self.epochs, "--epochs", 1, 10000)
         if self.initial_pattern not in ("halton", "random") or self.batch_mode not in ("top", "pseudo"):
             raise InputError("initial pattern must be halton|random and batch mode top|pseudo")
         if self.batch < 1 or self.k < 1:
@@ -662,9 +665,7 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
         Unreadable file, not a map, bad settings, a phase without pixels.
     """
     s = (settings or ReplaySettings()).check()
-    L = int(n_phases)
-    if L < 1:
-        raise InputError(f"--phases must be >= 1, got {n_phases}")
+    L = check_int(n_phases, "--phases", 1, 255)
     si = (spectrum_image if isinstance(spectrum_image, SpectrumImage)
           else read_spectrum_image(spectrum_image, default_calibration=s.default_calibration))
     counts = np.asarray(si.counts)
@@ -831,6 +832,8 @@ def add_replay_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
     p.add_argument("--calibration", type=float, nargs=2, default=None, metavar=("OFFSET_KEV", "SCALE_KEV"),
                    help="energy calibration to assume when the file has none")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run that is already in --out (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_export_parser(sub)
 
@@ -849,19 +852,22 @@ def replay_command(args) -> int:
                        smooth=args.smooth, train_share=args.train_share, dwell=args.dwell,
                        epochs=args.epochs, train=args.train,
                        default_calibration=tuple(args.calibration) if args.calibration else None)
+    from ._files import output_folder
+
     t0 = time.perf_counter()
-    exp = prepare_replay(args.spectrum_image, args.phases, s)
-    H, W = exp.truth.shape
-    out = Path(args.out)
-    print(f"slads-eds replay: {Path(str(args.spectrum_image)).name}, {H}x{W} map, {args.phases} phases "
-          f"(truth: {s.truth}, fractions {[round(f, 3) for f in exp.source['truth_fractions']]}), "
-          f"{exp.source['mean_counts_per_measurement']:.1f} counts per measurement, "
-          f"target {100 * s.fraction:g} %, output {out}", file=sys.stderr)
-    prog = _Progress(args.quiet)
-    try:
-        result = run_replay(exp, out, on_message=prog)
-    finally:
-        prog.close()
+    s.check()
+    with output_folder(args.out, refuse_run=True, overwrite=args.overwrite) as out:
+        exp = prepare_replay(args.spectrum_image, args.phases, s)
+        H, W = exp.truth.shape
+        print(f"slads-eds replay: {Path(str(args.spectrum_image)).name}, {H}x{W} map, {args.phases} phases "
+              f"(truth: {s.truth}, fractions {[round(f, 3) for f in exp.source['truth_fractions']]}), "
+              f"{exp.source['mean_counts_per_measurement']:.1f} counts per measurement, "
+              f"target {100 * s.fraction:g} %, output {out}", file=sys.stderr)
+        prog = _Progress(args.quiet)
+        try:
+            result = run_replay(exp, out, on_message=prog)
+        finally:
+            prog.close()
     print(f"\nSLADS-EDS replay result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
     return 0

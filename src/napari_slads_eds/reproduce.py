@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import InputError
 from .pipeline import RunSettings, prepare_experiment, run_experiment
 from .spectra import sample_data_dir
 
-__all__ = ["EXPERIMENTS", "run_reproduce", "write_table"]
+__all__ = ["EXPERIMENTS", "run_reproduce", "write_table", "check_experiment_names"]
 
 GOLD = "sem_nanoporous_gold_inlens.png"
 GLASS = "sem_glass_sand_bubbles_bse.png"
@@ -58,6 +59,20 @@ def _td_at(curve, fraction: float) -> float:
     return float(c[min(i, len(c) - 1), 1])
 
 
+def check_experiment_names(names) -> None:
+    """Check ``--only`` names before anything runs.
+
+    Raises
+    ------
+    InputError
+        A name that is neither an experiment of :data:`EXPERIMENTS` nor "stopping-rule".
+    """
+    known = [*EXPERIMENTS, "stopping-rule"]
+    bad = [n for n in (names or []) if n not in known]
+    if bad:
+        raise InputError(f"unknown experiment(s) {bad}; known: {' '.join(known)}")
+
+
 def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on_message=None,
                   log=print) -> dict:
     """Run the experiments (all, or ``names``) and the stopping-rule check; write
@@ -67,9 +82,15 @@ def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on
     -------
     dict with ``rows`` (one dict per experiment, keys :data:`COLUMNS` and more) and
     ``stopping`` (the stopping-rule check).
+
+    Raises
+    ------
+    InputError
+        An unknown experiment name (before anything runs).
     """
     from .engine import Engine
 
+    check_experiment_names(names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(names or EXPERIMENTS) + ([] if names else ["stopping-rule"])
@@ -82,8 +103,8 @@ def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on
                 s = replace(s, fraction=0.40, stop_td=0.01, baseline_fractions=())
             elif name in EXPERIMENTS:
                 image, L, s = EXPERIMENTS[name]
-            else:
-                raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+            else:  # pragma: no cover - checked above
+                raise InputError(f"unknown experiment {name!r}")
             s = replace(s, seed=seed, erd=erd)
             log(f"[{name}] {L} phases, {s.size}x{s.size}, budget {100 * s.fraction:g} % ...")
             exp = prepare_experiment(sample_data_dir() / image, L, s)
