@@ -14,7 +14,7 @@ from napari_slads_eds import (EnergyAxis, InputError, LinearERD, ReferenceSpectr
                               load_run, read_micrograph, read_spectrum, reconstruct, segment_phases)
 from napari_slads_eds.acquisition import read_journal
 from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment
-from napari_slads_eds.spectra import default_standards_for, make_reference_spectra
+from napari_slads_eds.spectra import Spectrum, default_standards_for, make_reference_spectra
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,28 @@ CASES = {
     "resume-of-a-folder-that-is-no-run": (lambda t: resume_experiment(t), "cannot be resumed"),
     "fraction-outside-0-1": (lambda t: RunSettings(fraction=1.5).check(), "fraction"),
     "k-less-than-one": (lambda t: reconstruct((3, 3), [[0, 0]], [1], 2, k=0), "k must be"),
+    "k-not-an-integer": (lambda t: reconstruct((3, 3), [[0, 0]], [1], 2, k=2.5), "k must be an integer"),
+    "k-too-large-for-the-sampler": (lambda t: Sampler((4, 4), 2, None, k=10**9), r"1\.\.100"),
+    "phases-not-an-integer": (lambda t: segment_phases(np.random.default_rng(0).random((9, 9)), 2.5),
+                              "number of phases must be an integer"),
+    "negative-seed": (lambda t: SimulatedSpecimen(np.ones((4, 4), int), _refs(), seed=-1),
+                      r"seed must be an integer in 0\.\.4294967295"),
+    "nan-or-inf-noise-lambda": (lambda t: SimulatedSpecimen(np.ones((4, 4), int), _refs(), noise_lambda=np.inf),
+                                "noise_lambda"),
+    "bad-c-values": (lambda t: _train_erd_with_c((0,)), "c values must be"),
+    "erd-features-of-wrong-shape": (lambda t: LinearERD(np.r_[1.0, np.zeros(27)], np.zeros(6), np.ones(6), 2.0)
+                                    .predict(np.ones((3, 4))), r"expected shape \(n, 6\)"),
+    "standard-with-overflowing-counts": (lambda t: make_reference_spectra(
+        [Spectrum(np.full(50, 1e308), EnergyAxis(0, 0.01, 50), name="huge")]), "overflow"),
 }
+
+
+def _train_erd_with_c(c_values):
+    from napari_slads_eds.erd import train_erd
+
+    im = np.ones((16, 16), int)
+    im[:, 8:] = 2
+    return train_erd([im], 2, c_values=c_values)
 
 
 def _twice():

@@ -28,12 +28,13 @@ def check_int(value, name: str, lo: int | None = None, hi: int | None = None) ->
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if not ok and isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
         ok = True
-    rng = f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+    rng = (f" in {lo}..{hi}" if lo is not None and hi is not None else f" >= {lo}" if lo is not None
+           else f" <= {hi}" if hi is not None else "")
     if not ok:
-        raise InputError(f"{name} must be an integer in {rng}, got {value!r}")
+        raise InputError(f"{name} must be an integer{rng}, got {value!r}")
     v = int(value)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InputError(f"{name} must be an integer in {rng}, got {v}")
+        raise InputError(f"{name} must be an integer{rng}, got {v}")
     return v
 
 

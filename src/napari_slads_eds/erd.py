@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._files import read_npz
-from ._validation import InputError, check_label_image
+from ._validation import InputError, check_label_image, check_seed
 from .features import N_FEATURES, poly2
 
 __all__ = [
@@ -140,6 +140,30 @@ class TrainingDatabase:
         return cls(d["features"], d["rd"], d["c_values"], d["density"], meta)
 
 
+def _feature_rows(features) -> np.ndarray:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != N_FEATURES:
+        raise InputError(f"ERD features: expected shape (n, {N_FEATURES}), got {f.shape}")
+    return f
+
+
+def check_c_values(c_values) -> np.ndarray:
+    """The candidate c of the RD approximation (eq. 8) as a float64 array.
+
+    Raises
+    ------
+    InputError
+        Empty, or a value that is not a finite number > 0.
+    """
+    try:
+        cs = np.asarray(c_values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"c values must be numbers > 0, got {c_values!r}") from exc
+    if cs.size == 0 or not np.all(np.isfinite(cs)) or np.any(cs <= 0):
+        raise InputError(f"c values must be one or more finite numbers > 0 (e.g. 2, 4, 8, 16, 32), got {c_values!r}")
+    return cs
+
+
 def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATES,
                             densities=DEFAULT_DENSITIES, masks_per_density: int = 1,
                             max_rows_per_mask: int = 8000, k: int = 10, seed: int = 0,
@@ -181,8 +205,8 @@ def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATE
     dens = [float(x) for x in densities]
     if not dens or min(dens) <= 0 or max(dens) >= 1:
         raise InputError(f"densities must lie in (0, 1), got {densities}")
-    cs = np.asarray(c_values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
+    cs = check_c_values(c_values)
+    rng = np.random.default_rng(check_seed(seed))
     feats, rds, dn = [], [], []
     total = len(imgs) * len(dens) * masks_per_density
     done = 0
@@ -267,8 +291,13 @@ class LinearERD:
         Evaluated term by term with element-wise operations (not a BLAS product), so a
         pixel's ERD is bit-identical however many pixels are evaluated together; the
         local-update sampler relies on that to break ERD ties exactly as a full recompute.
+
+        Raises
+        ------
+        InputError
+            ``features`` not of shape (n, 6).
         """
-        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        z = (_feature_rows(features) - self.mean) / self.scale
         t = self.theta
         out = np.full(z.shape[0], t[0])
         for i in range(N_FEATURES):
@@ -345,8 +374,14 @@ class MLPERD:
             raise InputError("MLP ERD model: weights must be finite and scales positive")
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """ERD of feature rows, shape (n,) float64."""
-        h = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        """ERD of feature rows (n, 6), shape (n,) float64.
+
+        Raises
+        ------
+        InputError
+            ``features`` not of shape (n, 6).
+        """
+        h = (_feature_rows(features) - self.mean) / self.scale
         layers = list(zip(self.weights[::2], self.weights[1::2]))
         for li, (W, b) in enumerate(layers):
             out = np.empty((W.shape[1], h.shape[0]))

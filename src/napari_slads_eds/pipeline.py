@@ -129,7 +129,7 @@ class RunSettings:
         check_seed(self.seed, "--seed")
         check_int(self.denoise, "--denoise (median filter size in pixels; 0 or 1: none)", 0, MAX_DENOISE)
         check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
-        check_int(self.k, "k (neighbours of the reconstruction)", 1, 1000)
+        check_int(self.k, "k (neighbours of the reconstruction)", 1, 100)
         check_int(self.crop_bottom, "--crop-bottom", 0)
         if self.epochs is not None:
             check_int(self.epochs, "--epochs", 1, 10000)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ._validation import InputError, check_label_image, check_positions
+from ._validation import InputError, check_int, check_label_image, check_positions
 
 __all__ = ["knn_exact", "weighted_mode", "reconstruct", "BIG_D2", "WEIGHT_ONE"]
 
@@ -188,15 +188,14 @@ def reconstruct(shape, positions, labels, n_phases: int | None = None, k: int = 
     Raises
     ------
     InputError
-        Bad positions or labels, a repeated position, k < 1.
+        Bad positions or labels, a repeated position, k not an integer >= 1.
     """
     H, W = int(shape[0]), int(shape[1])
     pos = check_positions(positions, (H, W))
     lab = np.asarray(labels).reshape(-1)
     if lab.shape[0] != pos.shape[0]:
         raise InputError(f"got {pos.shape[0]} positions but {lab.shape[0]} labels")
-    if k < 1:
-        raise InputError(f"k must be >= 1, got {k}")
+    k = check_int(k, "k", 1)
     lab = check_label_image(lab[None, :], n_phases, name="measured labels")[0] if lab.size else lab.astype(np.int16)
     flat = pos[:, 0] * W + pos[:, 1]
     if np.unique(flat).size != flat.size:
@@ -209,7 +208,7 @@ def reconstruct(shape, positions, labels, n_phases: int | None = None, k: int = 
     is_valid[flat[valid]] = True
     q = np.flatnonzero(~is_valid)
     qrc = np.stack(np.divmod(q, W), axis=1)
-    idx, d2 = knn_exact(vpos, qrc, k)
+    idx, d2 = knn_exact(vpos, qrc, min(k, max(1, vpos.shape[0])))  # k > measured: all of them vote
     nl = np.where(idx >= 0, vlab[np.maximum(idx, 0)] if vlab.size else -1, -1)
     out[q] = weighted_mode(nl, d2, L)
     out[flat[valid]] = vlab

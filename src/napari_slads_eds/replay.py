@@ -243,7 +243,7 @@ class ReplaySpecimen:
         self._n_phases = L
         self.labels = pm.copy() if labels is None else check_label_image(labels, L, name="labels")
         self.dwell_fraction = float(dwell_fraction)
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         if references is None:
             flat = c.reshape(-1, c.shape[2])
             means = np.stack([flat[pm.reshape(-1) == l].mean(axis=0) if np.any(pm == l)

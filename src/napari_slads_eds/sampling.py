@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ._validation import InputError, check_label_image, check_positions
+from ._validation import InputError, check_int, check_label_image, check_positions, check_seed
 from .features import density_radius, features_kn
 from .reconstruction import BIG_D2, MAX_GRID, knn_exact, mode_kn, vote_weights
 
 _CHUNK = 1 << 16   # pixels per chunk of a full rebuild
+#: Largest k of the reconstruction (the sampler keeps k neighbours per pixel: k * H * W int32).
+MAX_K = 100
 
 __all__ = ["Sampler", "initial_positions", "random_order", "halton_order", "StepRecord"]
 
@@ -36,7 +38,7 @@ __all__ = ["Sampler", "initial_positions", "random_order", "halton_order", "Step
 def random_order(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     """All pixels of the grid in a uniformly random order, shape (H*W, 2) int64 (row, col)."""
     H, W = shape
-    flat = np.random.default_rng(seed).permutation(H * W)
+    flat = np.random.default_rng(check_seed(seed)).permutation(H * W)
     return np.stack(np.divmod(flat, W), axis=1)
 
 
@@ -45,12 +47,19 @@ def halton_order(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
 
     Points of the low-discrepancy sequence that fall on an already chosen pixel are
     skipped, so the result has no duplicates.
+
+    Raises
+    ------
+    InputError
+        ``n`` not an integer >= 0, or a bad seed.
     """
     from scipy.stats import qmc
 
     H, W = shape
-    n = int(min(n, H * W))
-    eng = qmc.Halton(d=2, scramble=True, seed=seed)
+    n = int(min(check_int(n, "n (number of positions)", 0), H * W))
+    eng = qmc.Halton(d=2, scramble=True, seed=check_seed(seed))
+    if n == 0:
+        return np.zeros((0, 2), np.int64)
     taken = np.zeros(H * W, dtype=bool)
     out: list[np.ndarray] = []
     have = 0
@@ -67,7 +76,7 @@ def halton_order(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
         if have < n and taken.mean() > 0.5:
             # dense request: fill the rest in random order
             rest = np.flatnonzero(~taken)
-            rest = np.random.default_rng(seed).permutation(rest)[: n - have]
+            rest = np.random.default_rng(check_seed(seed)).permutation(rest)[: n - have]
             taken[rest] = True
             out.append(rest)
             have += rest.size
@@ -155,10 +164,8 @@ class Sampler:
         H, W = int(shape[0]), int(shape[1])
         if H < 1 or W < 1 or H > MAX_GRID or W > MAX_GRID:
             raise InputError(f"grid shape must be between 1 and {MAX_GRID} pixels per side, got {shape}")
-        if k < 1:
-            raise InputError(f"k must be >= 1, got {k}")
-        if int(n_phases) < 1:
-            raise InputError(f"n_phases must be >= 1, got {n_phases}")
+        k = check_int(k, "k (neighbours of the reconstruction)", 1, MAX_K)
+        check_int(n_phases, "n_phases", 1, 255)
         self.shape = (H, W)
         self.P = H * W
         self.L = int(n_phases)

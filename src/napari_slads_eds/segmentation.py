@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._validation import InputError, check_label_image
+from ._validation import InputError, check_int, check_label_image
 
 __all__ = [
     "read_micrograph",
@@ -193,6 +193,8 @@ def segment_phases(image, n_phases: int, *, denoise_size: int = 5, label_smoothi
     InputError
         Bad image, constant image, fewer grey levels than phases, wrong number of thresholds.
     """
+    n_phases = check_int(n_phases, "number of phases", 1, 255)
+    denoise_size = check_int(denoise_size or 0, "denoise_size (median filter size in pixels)", 0, 255)
     img = to_grey(image)
     if min(img.shape) < 2:
         raise InputError(f"micrograph: expected at least 2x2 pixels, got {img.shape}")

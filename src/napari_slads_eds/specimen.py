@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import InputError, check_label_image, check_positions
+from ._validation import InputError, check_label_image, check_positions, check_seed
 from .spectra import EnergyAxis, ReferenceSpectra
 
 __all__ = ["SimulatedSpecimen", "save_specimen", "load_specimen"]
@@ -29,6 +29,8 @@ def _poisson_cdf(lam: float) -> np.ndarray:
 
 _CDF_CACHE: dict = {}
 _MEASURE_CHUNK = 2048
+#: Largest Poisson mean of the added noise and of ill-spectra (counts per channel).
+MAX_LAMBDA = 1e6
 
 
 def _poisson_from_uniform(u: np.ndarray, lam: float) -> np.ndarray:
@@ -81,15 +83,16 @@ class SimulatedSpecimen:
         pm = check_label_image(phase_map, L, name="phase map", allow_zero=False)
         if not 0 <= ill_fraction < 1:
             raise InputError(f"ill_fraction must be in [0, 1), got {ill_fraction}")
-        if noise_lambda < 0 or ill_lambda < 0:
-            raise InputError("noise_lambda and ill_lambda must be >= 0")
+        for name, lam in (("noise_lambda", noise_lambda), ("ill_lambda", ill_lambda)):
+            if not 0 <= lam <= MAX_LAMBDA:       # NaN fails too
+                raise InputError(f"{name} (Poisson mean counts per channel) must be in 0..{MAX_LAMBDA:g}, got {lam}")
         self.phase_map = pm
         self.references = references
         self.axis: EnergyAxis = references.axis
         self.noise_lambda = float(noise_lambda)
         self.ill_lambda = float(ill_lambda)
         self.ill_fraction = float(ill_fraction)
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         rng = np.random.default_rng([self.seed, 0x111])
         ill = rng.random(pm.shape) < ill_fraction
         self.labels = np.where(ill, 0, pm).astype(np.int16)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import InputError, check_spectra
+from ._validation import InputError, check_int, check_seed, check_spectra
 
 __all__ = [
     "EnergyAxis",
@@ -203,6 +203,9 @@ def read_spectrum(path) -> Spectrum:
 
 #: Bundled standards (public-domain NIST measurements, 15 kV, 60 s live time),
 #: in order of increasing mean atomic number (brightness in a BSE image).
+#: Largest expected counts of one reference spectrum (Poisson sampling needs finite means).
+MAX_COUNTS_PER_SPECTRUM = 1e12
+
 BUNDLED_STANDARDS = {
     "MgO": "nist_MgO_std_15kV.msa",
     "Al": "nist_Al_std_15kV.msa",
@@ -348,13 +351,17 @@ def make_reference_spectra(standards, *, axis: EnergyAxis | None = None, n_per_p
         raise InputError("need at least one standard spectrum (one per phase)")
     if axis is None:
         axis = EnergyAxis(stds[0].axis.offset_keV, stds[0].axis.scale_keV, min(2048, stds[0].axis.size))
-    if counts_per_spectrum <= 0 or n_per_phase < 1:
-        raise InputError("counts_per_spectrum must be > 0 and n_per_phase >= 1")
-    rng = np.random.default_rng(seed)
+    if not 0 < counts_per_spectrum <= MAX_COUNTS_PER_SPECTRUM:   # NaN fails too
+        raise InputError(f"counts_per_spectrum must be in (0, {MAX_COUNTS_PER_SPECTRUM:.0e}], got {counts_per_spectrum}")
+    check_int(n_per_phase, "n_per_phase", 1)
+    rng = np.random.default_rng(check_seed(seed))
     out = np.empty((len(stds), n_per_phase, axis.size))
     for l, s in enumerate(stds):
         c = s.on_axis(axis)
         total = c.sum()
+        if not np.isfinite(total):
+            raise InputError(f"standard {s.name!r}: its counts overflow (sum {total}); "
+                             f"expected measured X-ray counts")
         if total <= 0:
             raise InputError(f"standard {s.name!r} has no counts on the energy axis")
         out[l] = rng.poisson(c * (counts_per_spectrum / total), size=(n_per_phase, axis.size))

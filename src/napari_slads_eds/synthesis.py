@@ -49,7 +49,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import erf
 
-from ._validation import InputError
+from ._validation import InputError, check_seed
 from .spectra import EnergyAxis, ReferenceSpectra
 
 __all__ = [
@@ -479,7 +479,7 @@ def synthesize_spectrum(composition, axis: EnergyAxis, beam_energy_keV: float, *
         raise InputError(f"live time and count rate must be > 0, got {live_time_s} s and {count_rate_cps} cps")
     mu = expected_spectrum(composition, axis, beam_energy_keV, detector=detector,
                            total_counts=live_time_s * count_rate_cps)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     shape = (axis.size,) if size is None else (int(size), axis.size)
     return rng.poisson(mu, size=shape).astype(np.float64)
 
@@ -535,7 +535,7 @@ def synthetic_references(phases, axis: EnergyAxis, beam_energy_keV: float, *, n_
         raise InputError(f"n_per_phase must be >= 1, got {n_per_phase}")
     if not (live_time_s > 0 and count_rate_cps > 0 and vary >= 0):
         raise InputError("live time and count rate must be > 0 and vary >= 0")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     M = int(n_per_phase)
     out = np.empty((len(comps), M, axis.size))
     for l, comp in enumerate(comps):
