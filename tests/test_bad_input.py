@@ -82,9 +82,45 @@ CASES = {
     "bad-c-values": (lambda t: _train_erd_with_c((0,)), "c values must be"),
     "erd-features-of-wrong-shape": (lambda t: LinearERD(np.r_[1.0, np.zeros(27)], np.zeros(6), np.ones(6), 2.0)
                                     .predict(np.ones((3, 4))), r"expected shape \(n, 6\)"),
+    "spectrum-image-npz-with-malformed-calibration": (lambda t: _malformed_npz(t, energy_offset_keV=np.array([0.1, 0.2])),
+                                                      "must be single numbers"),
+    "spectrum-image-npz-with-0-d-counts": (lambda t: _malformed_npz(t, counts=np.array(5)), r"\(H, W, p\)"),
+    "spectrum-image-npz-with-huge-counts": (lambda t: _malformed_npz(t, counts=np.full((8, 8, 16), 2**62, np.uint64)),
+                                            "are not X-ray counts"),
+    "standard-with-implausible-calibration": (lambda t: make_reference_spectra(
+        [Spectrum(np.ones(100), EnergyAxis(0, 0.01, 100), name="good"),
+         Spectrum(np.ones(100), EnergyAxis(0, 10.0, 100), name="kev_units")]), "'kev_units': implausible energy"),
+    "standards-of-different-calibrations": (lambda t: make_reference_spectra(
+        [Spectrum(np.ones(100), EnergyAxis(0, 0.01, 100), name="a"),
+         Spectrum(np.ones(100), EnergyAxis(0.1, 0.01, 100), name="b")]), "different energy calibrations"),
+    "too-few-channels": (lambda t: make_reference_spectra(
+        [Spectrum(np.arange(1.0, 11.0), EnergyAxis(0, 0.01, 10), name="short")]), "10 channels are too few"),
+    "two-phases-with-the-same-standard": (lambda t: make_reference_spectra(
+        [Spectrum(np.arange(1.0, 101.0), EnergyAxis(0, 0.01, 100), name="Fe")] * 2), "the same reference spectrum"),
+    "a-folder-given-as-micrograph": (lambda t: read_micrograph(t), "is a folder, expected a micrograph file"),
+    "grid-shape-not-2-d": (lambda t: reconstruct((3, 3, 3), [[0, 0]], [1], 2), r"grid shape must be \(H, W\)"),
+    "result-without-reconstruction": (lambda t: _write_run_of({}, t), "needs 'reconstruction'"),
+    "training-image-too-small": (lambda t: prepare_experiment(
+        np.random.default_rng(0).random((80, 80)), 2, RunSettings(size=32, downsample=2),
+        train=[np.random.default_rng(1).random((20, 20))]), "at least 16x16"),
     "standard-with-overflowing-counts": (lambda t: make_reference_spectra(
-        [Spectrum(np.full(50, 1e308), EnergyAxis(0, 0.01, 50), name="huge")]), "overflow"),
+        [Spectrum(np.full(100, 1e308), EnergyAxis(0, 0.01, 100), name="huge")]), "overflow"),
 }
+
+
+def _malformed_npz(t, **fields):
+    from napari_slads_eds.eds_io import read_eds
+
+    d = {"counts": np.ones((8, 8, 16), np.int32), "energy_offset_keV": 0.0, "energy_scale_keV": 0.01}
+    d.update(fields)
+    np.savez(t / "map.npz", **d)
+    return read_eds(t / "map.npz")
+
+
+def _write_run_of(result, t):
+    from napari_slads_eds.results import write_run
+
+    return write_run(result, t / "run")
 
 
 def _train_erd_with_c(c_values):

@@ -110,6 +110,30 @@ def test_resume_refuses_a_journal_of_another_spectrum_length(uninterrupted, tmp_
     assert (run / JOURNAL_NAME).read_bytes() == before          # the journal is left as it was
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda m, t: m.update(n_phases="two"), "n_phases must be an integer"),
+    (lambda m, t: m.update(n_phases=5), "n_phases is 5 but the specimen has 2 phases"),
+    (lambda m, t: m["settings"].update(seed=-1), "--seed must be"),
+    (lambda m, t: t["erd"].pop("c"), "incomplete training report"),
+])
+def test_hand_edited_run_folders_are_refused_before_sampling(uninterrupted, tmp_path, edit, message):
+    import json
+    import shutil
+
+    from napari_slads_eds.pipeline import SETTINGS_FILE, TRAINING_FILE, read_run_folder
+
+    _, out = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    meta = json.loads((run / SETTINGS_FILE).read_text())
+    training = json.loads((run / TRAINING_FILE).read_text())
+    edit(meta, training)
+    (run / SETTINGS_FILE).write_text(json.dumps(meta))
+    (run / TRAINING_FILE).write_text(json.dumps(training))
+    with pytest.raises(InputError, match=message):
+        read_run_folder(run)
+
+
 def test_journal_roundtrip(tmp_path):
     j = Journal(tmp_path / JOURNAL_NAME, 5, {"seed": 1})
     j.append([[0, 1], [2, 3]], [1, 0], np.ones((2, 5)), 0.5)

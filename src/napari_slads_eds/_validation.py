@@ -38,6 +38,23 @@ def check_int(value, name: str, lo: int | None = None, hi: int | None = None) ->
     return v
 
 
+def check_grid_shape(shape, max_side: int = 32767) -> tuple[int, int]:
+    """A grid shape (H, W) of two integers in 1..``max_side``.
+
+    Raises
+    ------
+    InputError
+        Not two integers, or out of range.
+    """
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = ()
+    if len(dims) != 2:
+        raise InputError(f"grid shape must be (H, W), got {shape!r}")
+    return (check_int(dims[0], "grid height H", 1, max_side), check_int(dims[1], "grid width W", 1, max_side))
+
+
 def check_seed(seed, name: str = "seed") -> int:
     """A random seed as numpy's generators accept it: an integer in 0..2**32-1.
 

@@ -155,9 +155,18 @@ def _do_run(image, phases, args, train=None, spectra=None) -> int:
             result = run_experiment(exp, out, on_message=prog)
         finally:
             prog.close()
+    _warn_classifier(result)
     print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
     return 0
+
+
+def _warn_classifier(result: dict) -> None:
+    m = result.get("misclassification")
+    if isinstance(m, (int, float)) and m > 0.05:
+        print(f"slads-eds: warning: the classifier misclassifies {100 * m:.0f} % of its validation spectra "
+              f"(see the confusion matrix in result.json); the phase map can be no better than its labels: "
+              f"are the reference spectra of the phases different enough?", file=sys.stderr)
 
 
 def _warn_missing_phases(source: dict) -> None:

@@ -429,9 +429,21 @@ def _read_npz(path: Path, default_calibration=None):
         raise InputError(f"{path}: expected a spectrum image .npz with a 'counts' (H, W, p) entry "
                          f"and energy_offset_keV / energy_scale_keV, got keys {sorted(d)}")
     counts = d["counts"]
+    if counts.ndim not in (1, 3) or not (np.issubdtype(counts.dtype, np.integer)
+                                         or np.issubdtype(counts.dtype, np.floating)):
+        raise InputError(f"{path}: 'counts' must be a numeric spectrum (p,) or spectrum image (H, W, p), "
+                         f"got shape {counts.shape} and dtype {counts.dtype}")
+    if np.issubdtype(counts.dtype, np.integer) and counts.size and (int(counts.max()) > 2**31 - 1):
+        raise InputError(f"{path}: counts up to {int(counts.max())} per channel are not X-ray counts "
+                         f"(expected at most 2**31 - 1)")
     p = counts.shape[-1]
     if "energy_offset_keV" in d and "energy_scale_keV" in d:
-        axis = EnergyAxis(float(d["energy_offset_keV"]), float(d["energy_scale_keV"]), int(p))
+        try:
+            off, scale = (float(np.asarray(d[k]).item()) for k in ("energy_offset_keV", "energy_scale_keV"))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: energy_offset_keV and energy_scale_keV must be single numbers "
+                             f"(keV), got {d['energy_offset_keV']!r} and {d['energy_scale_keV']!r}") from exc
+        axis = EnergyAxis(off, scale, int(p))
     else:
         axis = energy_axis_from_rsciio({"size": p, "scale": 1.0, "offset": 0.0, "units": None},
                                        what=str(path), default_calibration=default_calibration)

@@ -30,6 +30,8 @@ __all__ = ["RunSettings", "Experiment", "prepare_experiment", "run_experiment", 
 MAX_DENOISE = 63
 MAX_UPSAMPLE = 16
 MAX_UPSAMPLED_PIXELS = 64 * 2**20
+#: Smallest training label map (after down-sampling) the ERD training database uses.
+MIN_TRAIN_MAP = 16
 
 #: Keys every result.json has.
 RESULT_KEYS = ("grid", "phases", "sampling_fraction", "td", "td_curve", "td_random", "td_halton",
@@ -220,8 +222,13 @@ def prepare_experiment(image, n_phases: int, settings: RunSettings | None = None
         test_map = majority_downsample(labels[:side, :side], s.downsample)
         train_maps = []
         for i, t in enumerate(train):
-            tl = segment_phases(load(t, f"training image {i}"), L, denoise_size=s.denoise)
-            train_maps.append(majority_downsample(tl, s.downsample))
+            tl = majority_downsample(segment_phases(load(t, f"training image {i}"), L, denoise_size=s.denoise),
+                                     s.downsample)
+            if min(tl.shape) < MIN_TRAIN_MAP:
+                raise InputError(f"training image {t if isinstance(t, (str, Path)) else i}: {tl.shape[0]}x{tl.shape[1]} "
+                                 f"after down-sampling by {s.downsample}; at least {MIN_TRAIN_MAP}x{MIN_TRAIN_MAP} "
+                                 f"is needed (a larger image or a smaller --downsample)")
+            train_maps.append(tl)
         source["test_region"] = [0, 0, side]
         source["train"] = [str(t) if isinstance(t, (str, Path)) else "array" for t in train]
     else:
@@ -354,12 +361,23 @@ def read_run_folder(out_dir) -> RunFolder:
     training = _read_json(out / TRAINING_FILE)
     try:
         s = RunSettings(**meta["settings"]).check()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{out / SETTINGS_FILE}: incomplete or invalid run settings ({exc})") from exc
+    try:
         clf_report, erd_report = dict(training["classifier"]), dict(training["erd"])
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"{out / SETTINGS_FILE}: incomplete run settings ({exc})") from exc
+        float(erd_report["c"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{out / TRAINING_FILE}: incomplete training report (needs classifier and "
+                         f"erd with its c; missing or invalid {exc})") from exc
     specimen = load_specimen(out / SPECIMEN_FILE)
-    return RunFolder(out, s, int(meta.get("n_phases") or specimen.n_phases), meta.get("source", {}),
-                     clf_report, erd_report, specimen, float(meta.get("seconds_training", 0.0)))
+    L = check_int(meta.get("n_phases") or specimen.n_phases, f"{out / SETTINGS_FILE}: n_phases", 1, 255)
+    if L != specimen.n_phases:
+        raise InputError(f"{out / SETTINGS_FILE}: n_phases is {L} but the specimen has {specimen.n_phases} phases")
+    try:
+        seconds = float(meta.get("seconds_training", 0.0))
+    except (TypeError, ValueError):
+        seconds = 0.0
+    return RunFolder(out, s, L, meta.get("source", {}), clf_report, erd_report, specimen, seconds)
 
 
 def sampling_job_kwargs(out_dir, settings: RunSettings, erd_report: dict, *, resume: bool) -> dict:
@@ -488,6 +506,9 @@ def _atomic_json(path: Path, obj) -> None:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not readable JSON (corrupt or truncated?): {exc}") from exc
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d

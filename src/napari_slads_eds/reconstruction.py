@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ._validation import InputError, check_int, check_label_image, check_positions
+from ._validation import InputError, check_grid_shape, check_int, check_label_image, check_positions
 
 __all__ = ["knn_exact", "weighted_mode", "reconstruct", "BIG_D2", "WEIGHT_ONE"]
 
@@ -190,7 +190,7 @@ def reconstruct(shape, positions, labels, n_phases: int | None = None, k: int = 
     InputError
         Bad positions or labels, a repeated position, k not an integer >= 1.
     """
-    H, W = int(shape[0]), int(shape[1])
+    H, W = check_grid_shape(shape, MAX_GRID)
     pos = check_positions(positions, (H, W))
     lab = np.asarray(labels).reshape(-1)
     if lab.shape[0] != pos.shape[0]:

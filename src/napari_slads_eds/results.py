@@ -97,11 +97,24 @@ def write_run(result: dict, out_dir) -> dict:
     Returns
     -------
     dict : name -> path of each file written.
+
+    Raises
+    ------
+    InputError
+        A result without ``reconstruction`` (H, W) or ``mask`` (H, W), or an ``out_dir``
+        that is a file.
     """
     import imageio.v3 as iio
     import tifffile
 
+    for k in ("reconstruction", "mask"):
+        if k not in result or np.ndim(result[k]) != 2:
+            raise InputError(f"write_run: the result needs {k!r} as an (H, W) array")
+    if np.shape(result["mask"]) != np.shape(result["reconstruction"]):
+        raise InputError("write_run: mask and reconstruction must have the same shape")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"write_run: {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in result.items() if k not in _ARRAYS}
     summary["td_curve"] = _thin(summary.get("td_curve", []), MAX_JSON_CURVE)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ._validation import InputError, check_int, check_label_image, check_positions, check_seed
+from ._validation import InputError, check_grid_shape, check_int, check_label_image, check_positions, check_seed
 from .features import density_radius, features_kn
 from .reconstruction import BIG_D2, MAX_GRID, knn_exact, mode_kn, vote_weights
 
@@ -161,9 +161,7 @@ class Sampler:
 
     def __init__(self, shape, n_phases: int, erd_model=None, *, k: int = 10, truth=None,
                  full_recompute: bool = False):
-        H, W = int(shape[0]), int(shape[1])
-        if H < 1 or W < 1 or H > MAX_GRID or W > MAX_GRID:
-            raise InputError(f"grid shape must be between 1 and {MAX_GRID} pixels per side, got {shape}")
+        H, W = check_grid_shape(shape, MAX_GRID)
         k = check_int(k, "k (neighbours of the reconstruction)", 1, MAX_K)
         check_int(n_phases, "n_phases", 1, 255)
         self.shape = (H, W)

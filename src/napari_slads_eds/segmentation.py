@@ -70,6 +70,10 @@ def to_grey(image, *, name: str = "micrograph") -> np.ndarray:
     return a
 
 
+#: Suffixes of files that imageio might open but that are not micrographs.
+_NOT_MICROGRAPHS = {".npz", ".npy", ".bcf", ".hspy", ".zspy", ".msa", ".emsa", ".rpl", ".raw", ".h5", ".keras"}
+
+
 def read_micrograph(path, *, crop_bottom: int = 0) -> np.ndarray:
     """Read an SEM micrograph (PNG/TIFF/JPEG, 8- or 16-bit) as a grey float64 image.
 
@@ -91,8 +95,13 @@ def read_micrograph(path, *, crop_bottom: int = 0) -> np.ndarray:
     import imageio.v3 as iio
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a micrograph file (PNG, TIFF or JPEG)")
     if not path.is_file():
         raise InputError(f"micrograph not found: {path}")
+    if path.suffix.lower() in _NOT_MICROGRAPHS:
+        raise InputError(f"{path}: a {path.suffix} file is EDS or array data, expected a micrograph "
+                         f"(PNG, TIFF or JPEG)")
     try:
         img = iio.imread(path)
     except Exception as exc:  # imageio raises format-specific errors
@@ -299,11 +308,13 @@ def split_regions(shape: tuple[int, int], size: int, *, factor: int = 1, max_tra
     Raises
     ------
     InputError
-        When the micrograph holds fewer than two tiles (one test and one training region).
+        When the micrograph holds fewer than two tiles (one test and one training region), or
+        size, factor or max_train is not an integer in range.
     """
-    side = int(size) * int(factor)
-    if size < 8 or factor < 1:
-        raise InputError(f"grid size must be >= 8 and factor >= 1, got size {size}, factor {factor}")
+    size = check_int(size, "grid size N", 8)
+    factor = check_int(factor, "down-sampling factor", 1)
+    max_train = check_int(max_train, "max_train (training regions)", 1)
+    side = size * factor
     nr, nc = shape[0] // side, shape[1] // side
     if nr * nc < 2:
         raise InputError(
@@ -315,4 +326,4 @@ def split_regions(shape: tuple[int, int], size: int, *, factor: int = 1, max_tra
         raise InputError(f"test region index must be in 0..{len(tiles) - 1}, got {test_index}")
     test = tiles.pop(test_index)
     tiles.sort(key=lambda t: (abs(t[0] - test[0]) + abs(t[1] - test[1]), t))
-    return Regions(test=test, train=tuple(tiles[: max(1, int(max_train))]), factor=int(factor))
+    return Regions(test=test, train=tuple(tiles[:max_train]), factor=factor)

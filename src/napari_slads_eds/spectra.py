@@ -203,6 +203,12 @@ def read_spectrum(path) -> Spectrum:
 
 #: Bundled standards (public-domain NIST measurements, 15 kV, 60 s live time),
 #: in order of increasing mean atomic number (brightness in a BSE image).
+#: Fewest channels of a reference spectrum (the CNN's two pooling stages and any phase
+#: contrast need many more; real EDS spectra have 1024-4096).
+MIN_SPECTRUM_CHANNELS = 64
+#: Plausible channel widths of an EDS spectrum, keV (a calibration outside is a unit mistake).
+MIN_CHANNEL_KEV = 0.001
+MAX_CHANNEL_KEV = 0.1
 #: Largest expected counts of one reference spectrum (Poisson sampling needs finite means).
 MAX_COUNTS_PER_SPECTRUM = 1e12
 
@@ -349,13 +355,31 @@ def make_reference_spectra(standards, *, axis: EnergyAxis | None = None, n_per_p
     stds = [s if isinstance(s, Spectrum) else read_spectrum(s) for s in standards]
     if not stds:
         raise InputError("need at least one standard spectrum (one per phase)")
+    for s in stds:   # a file in keV read as eV (or the reverse) must be named, not the next one blamed
+        sc, off = s.axis.scale_keV, s.axis.offset_keV
+        if not (MIN_CHANNEL_KEV <= sc <= MAX_CHANNEL_KEV) or abs(off) > 2.0:
+            raise InputError(f"standard {s.name!r}: implausible energy calibration ({1000 * sc:g} eV per channel, "
+                             f"offset {off:g} keV); EDS spectra have {1000 * MIN_CHANNEL_KEV:g}-"
+                             f"{1000 * MAX_CHANNEL_KEV:g} eV per channel and an offset within ±2 keV "
+                             f"(check the file's XUNITS, XPERCHAN and OFFSET)")
     if axis is None:
         axis = EnergyAxis(stds[0].axis.offset_keV, stds[0].axis.scale_keV, min(2048, stds[0].axis.size))
+        for s in stds[1:]:
+            if not axis.is_compatible(EnergyAxis(s.axis.offset_keV, s.axis.scale_keV,
+                                                 min(s.axis.size, axis.size))) or s.axis.size < axis.size:
+                raise InputError(f"standards {stds[0].name!r} ({stds[0].axis.describe()}) and {s.name!r} "
+                                 f"({s.axis.describe()}) have different energy calibrations; give standards "
+                                 f"measured with the same calibration (same offset and channel width)")
+    if axis.size < MIN_SPECTRUM_CHANNELS:
+        raise InputError(f"standard {stds[0].name!r}: {axis.size} channels are too few to tell phases apart; "
+                         f"EDS spectra have hundreds to thousands of channels (at least "
+                         f"{MIN_SPECTRUM_CHANNELS} needed)")
     if not 0 < counts_per_spectrum <= MAX_COUNTS_PER_SPECTRUM:   # NaN fails too
         raise InputError(f"counts_per_spectrum must be in (0, {MAX_COUNTS_PER_SPECTRUM:.0e}], got {counts_per_spectrum}")
     check_int(n_per_phase, "n_per_phase", 1)
     rng = np.random.default_rng(check_seed(seed))
     out = np.empty((len(stds), n_per_phase, axis.size))
+    shapes: list = []
     for l, s in enumerate(stds):
         c = s.on_axis(axis)
         total = c.sum()
@@ -364,6 +388,13 @@ def make_reference_spectra(standards, *, axis: EnergyAxis | None = None, n_per_p
                              f"expected measured X-ray counts")
         if total <= 0:
             raise InputError(f"standard {s.name!r} has no counts on the energy axis")
+        shape = c / total
+        for m in range(l):
+            if np.allclose(shape, shapes[m], rtol=1e-6, atol=1e-12):
+                raise InputError(f"phases {m + 1} and {l + 1} have the same reference spectrum ({stds[m].name!r}, "
+                                 f"{s.name!r}): no classifier can tell them apart; give one standard per "
+                                 f"phase of a different composition")
+        shapes.append(shape)
         out[l] = rng.poisson(c * (counts_per_spectrum / total), size=(n_per_phase, axis.size))
     names = phase_names if phase_names is not None else [s.name for s in stds]
     return ReferenceSpectra(out, axis, tuple(names))
