@@ -147,6 +147,9 @@ def _do_run(image, phases, args, train=None, spectra=None) -> int:
     with folder as out:
         exp = prepare_experiment(image, phases, settings, train=train, spectra=spectra)
         _warn_missing_phases(exp.source)
+        if phases == 1:
+            print("slads-eds: warning: with 1 phase every reconstruction is that phase (TD 0 at any "
+                  "sampling fraction); dynamic sampling needs 2 or more phases", file=sys.stderr)
         n = exp.settings.size
         print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
               f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
