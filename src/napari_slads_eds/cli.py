@@ -153,15 +153,20 @@ def _do_run(image, phases, args, train=None, spectra=None) -> int:
         n = exp.settings.size
         print(f"slads-eds: {Path(str(image)).name}, {phases} phases, {n}x{n} grid, "
               f"target {100 * exp.settings.fraction:g} %, output {out}", file=sys.stderr)
-        prog = _Progress(args.quiet)
-        try:
-            result = run_experiment(exp, out, on_message=prog)
-        finally:
-            prog.close()
+        result = run_with_progress(args.quiet, run_experiment, exp, out)
     _warn_classifier(result)
     print(f"\nSLADS-EDS result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
     return 0
+
+
+def run_with_progress(quiet: bool, fn, *args, **kwargs):
+    """``fn(*args, on_message=<progress bars>, **kwargs)``, closing the bars however it ends."""
+    prog = _Progress(quiet)
+    try:
+        return fn(*args, on_message=prog, **kwargs)
+    finally:
+        prog.close()
 
 
 def _warn_classifier(result: dict) -> None:
@@ -185,16 +190,11 @@ def _do_resume(args) -> int:
     from .pipeline import resume_experiment
 
     t0 = time.perf_counter()
-    prog = _Progress(args.quiet)
     d = Path(args.dir)
-    try:
-        if d.is_dir():
-            with OutputFolder(d):
-                result = resume_experiment(d, on_message=prog)
-        else:
-            result = resume_experiment(d, on_message=prog)   # says why it cannot be resumed
-    finally:
-        prog.close()
+    if not d.is_dir():
+        resume_experiment(d)                      # says why it cannot be resumed
+    with OutputFolder(d):
+        result = run_with_progress(args.quiet, resume_experiment, d)
     print(f"\nSLADS-EDS result, resumed ({result['n_replayed']} measurements replayed from the journal, "
           f"{time.perf_counter() - t0:.1f} s, files in {args.dir}):")
     print(_table(result))

@@ -841,7 +841,7 @@ def add_replay_parser(sub) -> None:
 def replay_command(args) -> int:
     """Run ``slads-eds replay`` (or ``slads-eds export``) from parsed arguments (see
     :func:`add_replay_parser`)."""
-    from .cli import _Progress, _table
+    from .cli import _table, run_with_progress
 
     if args.command == "export":
         from .export import export_command
@@ -863,11 +863,7 @@ def replay_command(args) -> int:
               f"(truth: {s.truth}, fractions {[round(f, 3) for f in exp.source['truth_fractions']]}), "
               f"{exp.source['mean_counts_per_measurement']:.1f} counts per measurement, "
               f"target {100 * s.fraction:g} %, output {out}", file=sys.stderr)
-        prog = _Progress(args.quiet)
-        try:
-            result = run_replay(exp, out, on_message=prog)
-        finally:
-            prog.close()
+        result = run_with_progress(args.quiet, run_replay, exp, out)
     print(f"\nSLADS-EDS replay result ({time.perf_counter() - t0:.1f} s, files in {out}):")
     print(_table(result))
     return 0

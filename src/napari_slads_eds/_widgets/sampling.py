@@ -35,6 +35,7 @@ import numpy as np
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
                             QPushButton, QVBoxLayout, QWidget)
 
+from .._files import output_folder
 from .._validation import InputError
 from ..acquisition import JOURNAL_NAME
 from ..pipeline import (SETTINGS_FILE, RunSettings, read_run_folder, sampling_job_kwargs, write_run_folder)
@@ -397,12 +398,7 @@ class SamplingWidget(QWidget):
             if (folder / name).exists():
                 raise InputError(f"{folder} already holds a run ({name}); continue it with 'Resume from "
                                  "journal…', or choose another run folder (empty: a new one)")
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"run folder {folder} is a file")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the run folder {folder}: {exc}") from exc
+        output_folder(folder, what="run folder")     # created, or a clear error (a file, not writable)
         return folder
 
     def _choose_folder(self) -> None:
