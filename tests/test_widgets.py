@@ -389,6 +389,38 @@ def test_pause_resume_and_stop(make_napari_viewer, qtbot, trained_models):
 
 
 @pytest.mark.engine
+def test_stop_and_pause_right_after_start_are_honoured(make_napari_viewer, qtbot, trained_models):
+    """Stop or Pause pressed while the run folder is written or the engine starts is not lost."""
+    viewer = make_napari_viewer()
+    _gold_specimen(viewer, size=64, factor=2)
+    _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    target = round(0.5 * 64 * 64)
+    rw.set_parameters(target_fraction=0.5, frame_interval=0.05, baselines=False)
+
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+        rw.stop()                            # before the job reached the engine
+    assert rw.n_measured < target and rw.start_button.isEnabled() and not rw.session.busy
+
+    worker = rw.start(start=False)
+    with qtbot.waitSignal(worker.started, timeout=10000):
+        worker.start()
+    rw.pause()                               # before the job reached the engine
+    assert rw.session.paused and rw.pause_button.text() == "Resume"
+    qtbot.wait(3000)
+    assert rw.n_measured < target            # paused: the run does not go on to the target
+    n = rw.n_measured
+    qtbot.wait(600)
+    assert rw.n_measured == n
+    with qtbot.waitSignal(worker.finished, timeout=10000):
+        rw.stop()
+    assert rw.n_measured < target and not rw.session.busy
+    _no_tensorflow()
+
+
+@pytest.mark.engine
 def test_closing_the_viewer_during_a_run_ends_the_engine(make_napari_viewer, qtbot, trained_models):
     viewer = make_napari_viewer(show=True)
     _gold_specimen(viewer, size=64, factor=2)

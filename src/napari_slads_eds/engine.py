@@ -112,7 +112,8 @@ def _engine_main(in_q, out_q, running, stop) -> None:
             out_q.join_thread()
             os._exit(0)
         job_id, name, kwargs = req
-        stop.clear()
+        # (stop and running were reset by the parent before it queued the job: a Stop or Pause
+        # pressed since then must not be lost)
         ctx = JobContext(job_id, out_q, running, stop)
         try:
             fn = jobs.resolve(name)

@@ -198,6 +198,7 @@ class Session:
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.engine: Engine | None = None
+        self._stop_requested = False
         self.worker = None
         self.job_name: str | None = None
         self._job = None
@@ -308,6 +309,7 @@ class Session:
         self.job_name = name
         self._killed = False
         self._paused = False
+        self._stop_requested = False
         if on_message is not None:
             worker.yielded.connect(on_message)
         worker.returned.connect(lambda outcome: self._on_returned(worker, outcome, on_done))
@@ -332,9 +334,19 @@ class Session:
         try:
             if prepare is not None:
                 prepare()
+            if self._stop_requested:          # Stop pressed while the job was being prepared
+                raise JobCancelled()
             eng = self._ensure_engine()
+            if self._stop_requested:          # ... or while the engine was starting
+                raise JobCancelled()
             job = eng.submit(name, **kwargs)
             self._job = job
+            # Stop or Pause pressed before the job existed: apply them now (stop() and pause()
+            # apply them themselves once self._job is set; doing both is harmless)
+            if self._stop_requested:
+                eng.request_stop()
+            elif self._paused:
+                eng.pause()
             for msg in job.messages(poll=0.05):
                 yield msg
             return JobOutcome(name, "done", job.result, seconds=time.perf_counter() - t0)
@@ -379,10 +391,13 @@ class Session:
                 self.busy_changed.emit(False)
 
     def pause(self) -> None:
-        """Pause the running job at its next checkpoint."""
-        if self.busy and self.engine is not None:
+        """Pause the running job at its next checkpoint (a job still being prepared or
+        submitted starts paused)."""
+        if not self.busy or self._stop_requested:
+            return
+        self._paused = True
+        if self.engine is not None and self._job is not None:
             self.engine.pause()
-            self._paused = True
 
     def resume(self) -> None:
         if self.engine is not None:
@@ -393,17 +408,20 @@ class Session:
         """Stop the running job: a run returns what it measured.  A job that has not
         ended ``hard_after`` seconds later is ended by closing the engine process (a new
         one starts with the next job)."""
-        if not self.busy or self.engine is None:
+        if not self.busy:
             return
-        self.engine.request_stop()
+        self._stop_requested = True
         self._paused = False
-        job = self._job
-        QTimer.singleShot(int(1000 * hard_after), lambda: self._hard_stop(job))
+        if self.engine is not None and self._job is not None:
+            self.engine.request_stop()
+        worker = self.worker
+        QTimer.singleShot(int(1000 * hard_after), lambda: self._hard_stop(worker))
 
-    def _hard_stop(self, job) -> None:
-        if self.closed or self.engine is None or not self.busy:
+    def _hard_stop(self, worker) -> None:
+        if self.closed or self.engine is None or not self.busy or self.worker is not worker:
             return
-        if job is not None and job is self._job and not job.done:
+        job = self._job
+        if job is not None and not job.done:   # (no job yet: the worker cancels before submitting)
             self._killed = True
             self.engine.close(timeout=1.0)
 
