@@ -110,6 +110,38 @@ def test_resume_refuses_a_journal_of_another_spectrum_length(uninterrupted, tmp_
     assert (run / JOURNAL_NAME).read_bytes() == before          # the journal is left as it was
 
 
+@pytest.mark.parametrize("change,message", [
+    ("seed", r"is from another run: seed 4 \(this run: 3\)"),
+    ("grid", r"is from another run: grid \[32, 32\]"),
+    ("spectra", "its spectra are not this run's specimen's"),
+])
+def test_resume_refuses_a_journal_of_another_run(uninterrupted, tmp_path, change, message):
+    import copy
+    import shutil
+
+    _, out = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "run.npz").unlink()
+    j = read_journal(out / JOURNAL_NAME)
+    settings = copy.deepcopy(j["settings"])
+    spectra = j["spectrum"][:40].copy()
+    if change == "seed":
+        settings["run"]["seed"] = 4
+    elif change == "grid":
+        settings["grid"] = [32, 32]
+    else:
+        spectra = spectra[::-1].copy()
+    (run / JOURNAL_NAME).unlink()
+    foreign = Journal(run / JOURNAL_NAME, spectra.shape[1], settings)
+    foreign.append(j["position"][:40], j["label"][:40], spectra, 0.1)
+    foreign.close()
+    before = (run / JOURNAL_NAME).read_bytes()
+    with pytest.raises((InputError, EngineError), match=message):
+        resume_experiment(run)
+    assert (run / JOURNAL_NAME).read_bytes() == before
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda m, t: m.update(n_phases="two"), "n_phases must be an integer"),
     (lambda m, t: m.update(n_phases=5), "n_phases is 5 but the specimen has 2 phases"),

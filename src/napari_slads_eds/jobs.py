@@ -101,6 +101,31 @@ def classify(ctx, classifier, spectra) -> np.ndarray:
     return _load_classifier(classifier).predict(spectra)
 
 
+def _check_journal_is_this_run(path, journal: dict, specimen, cfg, k: int, L: int) -> None:
+    """Refuse a journal written by another run: its grid, phases, k, seed and pattern must be
+    this run's, and its first spectra must be what this specimen measures there (a simulated
+    specimen is deterministic per pixel), or the resumed run could not match the original."""
+    js = journal.get("settings") or {}
+    run = js.get("run") or {}
+    H, W = specimen.shape
+    mine = {"grid": [H, W], "phases": L, "k": k, "seed": cfg.seed, "initial_pattern": cfg.initial_pattern,
+            "initial_fraction": cfg.initial_fraction, "batch": cfg.batch, "batch_mode": cfg.batch_mode}
+    theirs = {"grid": js.get("grid"), "phases": js.get("phases"), "k": js.get("k"),
+              **{key: run.get(key) for key in ("seed", "initial_pattern", "initial_fraction", "batch", "batch_mode")}}
+    differ = [f"{key} {theirs[key]!r} (this run: {mine[key]!r})" for key in mine
+              if theirs[key] is not None and (list(theirs[key]) if key == "grid" else theirs[key]) != mine[key]]
+    if differ:
+        raise InputError(f"{path} is from another run: {', '.join(differ)}; resume needs this run's own journal")
+    pos = journal["position"][:16]
+    if np.any(pos < 0) or np.any(pos[:, 0] >= H) or np.any(pos[:, 1] >= W):
+        raise InputError(f"{path} is from another run: positions outside the {H}x{W} grid")
+    if getattr(specimen, "deterministic", True):
+        again = np.asarray(specimen.measure(pos), np.float32)
+        if not np.array_equal(again, np.asarray(journal["spectrum"][:16], np.float32)):
+            raise InputError(f"{path} is from another run: its spectra are not this run's specimen's "
+                             f"at the same positions; resume needs this run's own journal")
+
+
 def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int):
     """TD of a static scan measuring ``order`` prefixes, classified and reconstructed."""
     from .reconstruction import reconstruct
@@ -178,6 +203,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         if not np.isfinite(sp).all() or (sp < 0).any():
             raise InputError(f"{journal_path}: the journal holds spectra with NaN, inf or negative counts "
                              f"(corrupt journal)")
+        _check_journal_is_this_run(journal_path, replay, specimen, cfg, k, L)
 
     # static scans at the same budget, through the same classifier and reconstruction
     baseline_curves, baseline_orders = {}, {}
