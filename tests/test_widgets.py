@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.gui
 
@@ -160,6 +161,7 @@ def test_micrograph_widget_segments_and_rejects_bad_input(make_napari_viewer, qt
     with qtbot.waitSignal(worker.finished, timeout=30000):
         worker.start()
     assert any("constant" in m for m in _notes(n0)), _notes(n0)
+    qtbot.waitUntil(lambda: "segmentation failed" in mw.status.text(), timeout=5000)   # no stale "segmenting…"
 
     # too many phases for the grey levels
     viewer.add_image(np.repeat(np.arange(3.0), 300).reshape(30, 30), name="three levels")
@@ -237,12 +239,12 @@ def test_simulated_object_and_spectrum_on_click(make_napari_viewer):
     n0 = _n_notes()
     assert sw.create_specimen() is None
     assert any("fewer than two" in m for m in _notes(n0))
-    # too many phases for the bundled standards
+    # more phases than the layer holds
     sw.size_spin.setValue(32)
     sw.phases_spin.setValue(7)
     n0 = _n_notes()
     assert sw.create_specimen() is None
-    assert any("choose a reference spectrum for phase 3" in m for m in _notes(n0)), _notes(n0)
+    assert any("labels 3..7 do not occur" in m for m in _notes(n0)), _notes(n0)
     _no_tensorflow()
 
 
@@ -473,7 +475,8 @@ def test_engine_error_reaches_the_user_as_a_notification(make_napari_viewer, qtb
     _no_tensorflow()
 
 
-def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path):
+@pytest.mark.engine
+def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path, trained_models):
     viewer = make_napari_viewer()
     tw = _dock(viewer, "Training")
     rw = _dock(viewer, "Sampling run")
@@ -502,7 +505,55 @@ def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path):
     assert tw.train_erd() is None
     assert any("expected labels in 1..2" in m for m in _notes(n0)), _notes(n0)
     assert not tw.session.busy and tw.session.engine is None
+    # a phase layer whose labels have gaps
+    sw = _dock(viewer, "Simulated object")
+    gappy = np.ones((64, 64), np.int16)
+    gappy[:, 32:] = 9
+    sw.phase_combo.set_layer(viewer.add_labels(gappy, name="gappy"))
+    sw.phases_spin.setValue(9)
+    n0 = _n_notes()
+    assert sw.create_specimen() is None
+    assert any("labels 2..8 do not occur" in m for m in _notes(n0)), _notes(n0)
+    # a checked layer keeps its check when renamed (no KeyError), and is still validated
+    viewer.layers["empty labels"].name = "renamed labels"
+    assert [tw.train_list.item(i).text() for i in range(tw.train_list.count())
+            if tw.train_list.item(i).checkState() == Qt.CheckState.Checked] == ["renamed labels"]
+    n0 = _n_notes()
+    assert tw.train_erd() is None
+    assert any("training layer 'renamed labels'" in m for m in _notes(n0)), _notes(n0)
+    # the layer the test object was cut from is refused as a training map
+    tw.set_training_layers([_specimen_source(viewer)])
+    n0 = _n_notes()
+    assert tw.train_erd() is None
+    assert any("must not be trained on the test object" in m for m in _notes(n0)), _notes(n0)
+    # a classifier description with wrong types, and saving to a path that is a file
+    import json
+    import shutil
+
+    clf = tmp_path / "clf"
+    shutil.copytree(trained_models[0], clf)
+    meta = json.loads((clf / "classifier.json").read_text())
+    for key, value, message in (("report", {"misclassification": "high"}, "report.misclassification"),
+                                ("phase_names", "Si", "phase_names must be a list")):
+        bad = dict(meta, **{key: value})
+        (clf / "classifier.json").write_text(json.dumps(bad))
+        n0 = _n_notes()
+        assert tw.load_classifier(clf) is None
+        assert any(message in m for m in _notes(n0)), _notes(n0)
+    assert tw.session.classifier_path is None          # nothing half-loaded
+    (tmp_path / "afile").write_text("x")
+    assert tw.load_erd(trained_models[1]) is not None
+    n0 = _n_notes()
+    assert tw.save_erd(tmp_path / "afile" / "erd.npz") is None
+    notes = _notes(n0)
+    assert notes and "Traceback" not in notes[-1] and "failed" not in notes[-1], notes
     _no_tensorflow()
+
+
+def _specimen_source(viewer):
+    from napari_slads_eds._widgets._session import specimen_info
+
+    return next(specimen_info(l).source for l in viewer.layers if specimen_info(l) is not None)
 
 
 # ----------------------------------------------------------------------------- run folders, resume

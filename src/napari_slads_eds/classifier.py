@@ -833,6 +833,9 @@ class SpectrumClassifier:
             raise InputError(f"{mpath}: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{mpath}: missing or invalid entry ({exc!r})") from exc
+        if not isinstance(meta["phase_names"], list) or not names:
+            raise InputError(f"{mpath}: phase_names must be a list of one or more names, "
+                             f"got {meta['phase_names']!r}")
         models = {}
         for name in (_DETECTOR_FILE, _CNN_FILE):
             path = paths[name]

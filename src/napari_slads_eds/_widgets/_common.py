@@ -46,6 +46,10 @@ def user_action(title: str) -> Callable:
                 except (InputError, ValueError) as exc:
                     show_message("error", f"{title}: {exc}")
                     out = None
+                except OSError as exc:  # a file or folder that cannot be read or written
+                    where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc) else ""
+                    show_message("error", f"{title}: {exc.strerror or exc}{where}")
+                    out = None
                 except Exception as exc:  # a bug: log it, tell the user in one line
                     log.exception("%s failed", title)
                     show_message("error", f"{title} failed: {type(exc).__name__}: {exc}")
@@ -186,10 +190,12 @@ class LayerCombo(QComboBox):
                 self.setCurrentIndex(i)
 
 
-def run_in_thread(fn: Callable, *, on_done: Callable, title: str, start: bool = True):
+def run_in_thread(fn: Callable, *, on_done: Callable, title: str, start: bool = True,
+                  on_error: Callable | None = None):
     """Run ``fn()`` (numpy work, no Qt) in a napari thread_worker; ``on_done(value)`` runs in
     the main thread.  A failure becomes a notification ("<title>: <message>"), not a
-    traceback.  Returns the worker (unstarted with ``start=False``)."""
+    traceback, and ``on_error(exc)`` (e.g. to reset a status line) runs in the main thread.
+    Returns the worker (unstarted with ``start=False``)."""
     from napari.qt.threading import create_worker
 
     def guarded():
@@ -207,11 +213,17 @@ def run_in_thread(fn: Callable, *, on_done: Callable, title: str, start: bool = 
                 if "deleted" not in str(exc):
                     raise
                 log.debug("%s finished after its widget was closed", title)
-        elif isinstance(value, ValueError):
-            show_message("error", f"{title}: {value}")
         else:
-            log.error("%s failed", title, exc_info=value)
-            show_message("error", f"{title} failed: {type(value).__name__}: {value}")
+            if isinstance(value, ValueError):
+                show_message("error", f"{title}: {value}")
+            else:
+                log.error("%s failed", title, exc_info=value)
+                show_message("error", f"{title} failed: {type(value).__name__}: {value}")
+            if on_error is not None:
+                try:
+                    on_error(value)
+                except RuntimeError:      # the widget was closed meanwhile
+                    pass
 
     worker = create_worker(guarded, _start_thread=False)
     worker.returned.connect(done)

@@ -204,7 +204,8 @@ class MicrographWidget(QWidget):
             self._add_phases(labels, layer, L, th, crop, size)
             self.status.setText(f"{L} phases, thresholds " + ", ".join(f"{t:.4g}" for t in th))
 
-        worker = run_in_thread(compute, on_done=done, title="Segment into phases", start=False)
+        worker = run_in_thread(compute, on_done=done, title="Segment into phases", start=False,
+                               on_error=lambda exc: self.status.setText(f"segmentation failed: {exc}"))
         worker.finished.connect(lambda: self.segment_button.setEnabled(True))
         if start:
             worker.start()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -292,6 +293,11 @@ class SamplingWidget(QWidget):
         if names is not None and len(names) != info.n_phases:
             raise InputError(f"the classifier knows {len(names)} phases but the simulated object has "
                              f"{info.n_phases}: train a classifier for this object")
+        erd_L = (s.erd_report or {}).get("n_phases")
+        if isinstance(erd_L, int) and erd_L != info.n_phases:
+            warnings.warn(f"the ERD model was trained on {erd_L}-phase maps, the simulated object has "
+                          f"{info.n_phases} phases: sampling works, but an ERD model trained on maps like "
+                          f"this object's chooses better", UserWarning, stacklevel=2)
         if s.busy:
             raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
                              "wait for it to finish or press Stop")
@@ -349,10 +355,17 @@ class SamplingWidget(QWidget):
             raise InputError(f"{rf.path}: the classifier knows {len(names)} phases but the specimen has "
                              f"{rf.specimen.n_phases}")
         st = rf.settings
+        try:
+            gt, info = self._show_run_specimen(rf)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{rf.path / SETTINGS_FILE}: its 'source' entry (where the run's object lies "
+                             f"on the micrograph) is invalid ({type(exc).__name__}: {exc})") from exc
+        # the form shows the resumed run's settings only once the run folder has proved readable
         self.set_parameters(target_fraction=st.fraction, initial_fraction=st.initial_fraction,
                             initial_pattern=st.initial_pattern, batch=st.batch, batch_mode=st.batch_mode,
                             seed=st.seed)
-        gt, info = self._show_run_specimen(rf)
         self.specimen_combo.set_layer(gt)
         run = _Run(rf.path, st, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
         return self._launch(gt, info, self.parameters(), run, start)
@@ -659,12 +672,15 @@ class SamplingWidget(QWidget):
         dwell = self.dwell_spin.value()
         hours = r["n_measured"] * dwell / 3600.0
         full = H * W * dwell / 3600.0
+        static = [f"{name} {r[key]:.4f}" for name, key in (("static random", "td_random"), ("Halton", "td_halton"))
+                  if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+        beam = (f"{hours:.2f} h instead of {full:.2f} h for the full map" if r["n_measured"] < H * W
+                else f"{hours:.2f} h, as for the full map")
         return (f"{r.get('stop_reason', 'done')}: {r['n_measured']} measured "
-                f"({100 * r['sampling_fraction']:.2f} %), TD {r['td']:.4f} "
-                f"(static random {r.get('td_random', float('nan')):.4f}, "
-                f"Halton {r.get('td_halton', float('nan')):.4f}); "
+                f"({100 * r['sampling_fraction']:.2f} %), TD {r['td']:.4f}"
+                + (f" ({', '.join(static)})" if static else "") + "; "
                 f"{r.get('measurements_per_second', 0):.0f} measurements/s, {r.get('seconds', 0):.1f} s.  "
-                f"Beam time at {dwell:g} s per spectrum: {hours:.2f} h instead of {full:.1f} h for the full map.")
+                f"Beam time at {dwell:g} s per spectrum: {beam}.")
 
     @user_action("Save run")
     def save(self, folder=None):

@@ -46,6 +46,18 @@ def _is_phase_layer(layer) -> bool:
         and not layer.metadata.get("slads_eds_live")
 
 
+def _ranges(values: list[int]) -> str:
+    """[2, 3, 4, 7] -> "2..4, 7"."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}..{v}")
+            start = None
+    return ", ".join(out)
+
+
 class SpecimenWidget(QWidget):
     """Build the simulated specimen from a phase Labels layer.
 
@@ -192,6 +204,11 @@ class SpecimenWidget(QWidget):
         L = self.phases_spin.value()
         labels = check_label_image(layer_data_2d(layer), L, name=f"phase layer {layer.name!r}",
                                    allow_zero=False)
+        absent = sorted(set(range(1, L + 1)) - set(np.unique(labels).tolist()))
+        if absent:
+            raise InputError(f"phase layer {layer.name!r}: labels {_ranges(absent)} do not occur; the phases must "
+                             f"be labelled 1..{L} without gaps (relabel the layer, or set Phases to the number "
+                             f"of phases it holds)")
         factor = self.factor_spin.value()
         if self.region_combo.currentIndex() == 0:
             N = self.size_spin.value()

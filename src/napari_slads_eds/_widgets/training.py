@@ -30,6 +30,7 @@ from .._validation import InputError, check_label_image
 from ..erd import load_erd_model
 from ..pipeline import CLASSIFIER_FILES
 from ..segmentation import majority_downsample
+from ..spectra import EnergyAxis
 from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_progress, status_label, user_action
 from ._session import _real, session_for, specimen_info
 
@@ -68,14 +69,32 @@ def read_classifier_description(folder) -> dict:
         if not (d / name).is_file():
             raise InputError(f"{d}: missing {name} (a classifier folder holds "
                              f"{', '.join(_CLASSIFIER_FILES)})")
+    f = d / "classifier.json"
     try:
-        meta = json.loads((d / "classifier.json").read_text())
-        names = [str(n) for n in meta["phase_names"]]
+        meta = json.loads(f.read_text())
+        raw_names = meta["phase_names"]
         axis = meta["axis"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{d / 'classifier.json'}: not a readable classifier description ({exc})") from exc
-    report = dict(meta.get("report") or {})
-    report.update({"phase_names": names, "axis": axis, "threshold": meta.get("threshold"), "path": str(d)})
+        EnergyAxis.from_dict(axis)
+        threshold = float(meta["threshold"])
+        report = dict(meta.get("report") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{f}: not a readable classifier description ({exc})") from exc
+    if not isinstance(raw_names, list) or not raw_names or not all(isinstance(n, str) for n in raw_names):
+        raise InputError(f"{f}: phase_names must be a list of one or more names, got {raw_names!r}")
+    if not np.isfinite(threshold):
+        raise InputError(f"{f}: the ill-spectrum threshold must be a finite number, got {meta['threshold']!r}")
+    m = report.get("misclassification")
+    if m is not None and not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1):
+        raise InputError(f"{f}: report.misclassification must be a number in 0..1, got {m!r}")
+    conf = report.get("confusion")
+    if conf is not None:
+        try:
+            ok = np.asarray(conf, dtype=float).ndim == 2
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"{f}: report.confusion must be a matrix of numbers")
+    report.update({"phase_names": list(raw_names), "axis": axis, "threshold": threshold, "path": str(d)})
     return report
 
 
@@ -186,8 +205,10 @@ class TrainingWidget(QWidget):
         self.erd_load.clicked.connect(lambda: self.load_erd())
         self.specimen_combo.currentIndexChanged.connect(self._refresh_hint)
         ev = self.viewer.layers.events
-        ev.inserted.connect(self._refresh_train_list)
+        ev.inserted.connect(self._on_layer_inserted)
         ev.removed.connect(self._refresh_train_list)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_train_list)
         self.session.busy_changed.connect(self._on_busy)
         self.session.models_changed.connect(self._show_models)
         self._refresh_train_list()
@@ -195,9 +216,15 @@ class TrainingWidget(QWidget):
         self._on_busy(self.session.busy)
 
     # ------------------------------------------------------------------ inputs
+    def _on_layer_inserted(self, event=None):
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self._refresh_train_list)   # a renamed layer keeps its check
+        self._refresh_train_list()
+
     def _refresh_train_list(self, *_):
-        try:
-            checked = {self.train_list.item(i).text() for i in range(self.train_list.count())
+        try:    # checks follow the layers themselves (their ids), not their names
+            checked = {self.train_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.train_list.count())
                        if self.train_list.item(i).checkState() == Qt.CheckState.Checked}
         except RuntimeError:
             return
@@ -205,8 +232,9 @@ class TrainingWidget(QWidget):
         for layer in self.viewer.layers:
             if _is_training_candidate(layer):
                 it = QListWidgetItem(layer.name)
+                it.setData(Qt.ItemDataRole.UserRole, id(layer))
                 it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                it.setCheckState(Qt.CheckState.Checked if layer.name in checked else Qt.CheckState.Unchecked)
+                it.setCheckState(Qt.CheckState.Checked if id(layer) in checked else Qt.CheckState.Unchecked)
                 self.train_list.addItem(it)
         self._refresh_hint()
 
@@ -235,18 +263,28 @@ class TrainingWidget(QWidget):
 
     def training_maps(self, info) -> list[np.ndarray]:
         """The ERD training phase maps at the grid's pixel size."""
-        names = [self.train_list.item(i).text() for i in range(self.train_list.count())
-                 if self.train_list.item(i).checkState() == Qt.CheckState.Checked]
-        if not names:
+        ids = [self.train_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.train_list.count())
+               if self.train_list.item(i).checkState() == Qt.CheckState.Checked]
+        by_id = {id(layer): layer for layer in self.viewer.layers}
+        if any(i not in by_id for i in ids):
+            self._refresh_train_list()
+            raise InputError("a checked training layer is no longer in the viewer; check the training maps again")
+        layers = [by_id[i] for i in ids]
+        if not layers:
             if not info.train_maps:
                 raise InputError("no training phase maps: check one or more Labels layers (phases 1..L) "
                                  "in 'Training maps'; the test object itself must not be used")
             return list(info.train_maps)
         gt = next(l for l in self.viewer.layers if specimen_info(l) is info)
         grid_px = float(gt.scale[-1])
+        for layer in layers:
+            if layer.name == info.source:
+                raise InputError(f"training layer {layer.name!r} is the layer the simulated object was cut from: "
+                                 f"the ERD model must not be trained on the test object (uncheck it: with none "
+                                 f"checked, its regions outside the test region are used)")
         maps = []
-        for name in names:
-            layer = self.viewer.layers[name]
+        for layer in layers:
+            name = layer.name
             lab = check_label_image(layer_data_2d(layer), info.n_phases, name=f"training layer {name!r}",
                                     allow_zero=False, min_size=8)
             f = max(1, int(round(grid_px / float(layer.scale[-1]))))
