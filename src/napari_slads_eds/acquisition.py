@@ -425,6 +425,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
     else:
         from .sampling import initial_positions
 
+        ctx.checkpoint()   # a job paused (or stopped) before it began measures nothing meanwhile
         init = initial_positions((H, W), min(cfg.initial_fraction, cfg.target_fraction),
                                  cfg.initial_pattern, cfg.seed)[:target]
         lab, spectra = measure_classify(init)
