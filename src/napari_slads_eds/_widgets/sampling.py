@@ -519,7 +519,7 @@ class SamplingWidget(QWidget):
             self.session.plot("td").set_baseline(msg["name"], msg["curve"])
         elif t == "progress" and msg.get("stage") == "baseline":
             name = {"random": "random", "halton": "Halton"}.get(msg.get("baseline"), msg.get("baseline"))
-            if msg["done"] < msg["total"]:
+            if msg["done"] < msg["total"] and not self.session.paused:   # "paused" stays visible
                 self._status(f"static {name} scan for comparison ({msg['done'] + 1} of {msg['total']})…")
 
     def _apply_frame(self, msg: dict) -> None:
