@@ -302,6 +302,10 @@ class SamplingWidget(QWidget):
             raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
                              "wait for it to finish or press Stop")
         p = self.parameters()
+        if p.initial_fraction > p.target_fraction:
+            warnings.warn(f"the initial fraction ({100 * p.initial_fraction:g} %) is above the target "
+                          f"({100 * p.target_fraction:g} %): the run measures only the initial pattern, cut to "
+                          f"the target, and no position is chosen by SLADS", UserWarning, stacklevel=2)
         H, W = info.shape
         settings = RunSettings(size=int(max(H, W)), downsample=int(info.factor), fraction=p.target_fraction,
                                seed=p.seed, initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
