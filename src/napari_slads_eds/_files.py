@@ -78,6 +78,8 @@ def jsonable(o):
     return o
 
 
+#: The acquisition journal of a run folder (:mod:`napari_slads_eds.acquisition`).
+JOURNAL_NAME = "journal.h5"
 #: A folder holding this file is a run of ``slads-eds demo``, which the next demo may replace.
 DEMO_MARKER = ".slads-eds-demo"
 LOCK_NAME = ".slads-eds.lock"
@@ -175,7 +177,7 @@ def output_folder(path, *, what: str = "--out", refuse_run: bool = False, overwr
         raise InputError(f"{what} {p}: cannot create the folder ({exc.strerror or exc})") from exc
     if not os.access(p, os.W_OK | os.X_OK):
         raise InputError(f"{what} {p}: the folder is not writable")
-    if refuse_run and (p / "journal.h5").exists() and not overwrite:
+    if refuse_run and (p / JOURNAL_NAME).exists() and not overwrite:
         if not (demo and (p / DEMO_MARKER).exists()):
             raise InputError(f"{p} already holds a run (journal.h5): continue it with "
                              f"'slads-eds resume {p}', choose another {what}, or give --overwrite")

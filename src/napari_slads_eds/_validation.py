@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["InputError", "check_label_image", "check_spectra", "check_positions", "check_int", "check_seed"]
+__all__ = ["InputError", "check_label_image", "check_spectra", "check_positions", "check_int", "check_seed",
+           "os_error_text"]
 
 
 class InputError(ValueError):
@@ -64,6 +65,13 @@ def check_seed(seed, name: str = "seed") -> int:
         Negative, too large, or not an integer.
     """
     return check_int(seed, name, 0, 2**32 - 1)
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for a file-system error: its reason and the path it concerns
+    ("Not a directory (out/x.npz)"), for users rather than "[Errno 20] ..."."""
+    text = exc.strerror or str(exc)
+    return f"{text} ({exc.filename})" if exc.filename and str(exc.filename) not in text else text
 
 
 def _describe(a) -> str:

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import JOURNAL_NAME
 from ._validation import InputError
 
 __all__ = ["Journal", "read_journal", "StoppingRule", "stopping_beta", "learn_stopping_threshold",
            "JOURNAL_NAME", "RunConfig", "acquire"]
 
-JOURNAL_NAME = "journal.h5"
 _FORMAT = "napari-slads-eds acquisition journal"
 _RECORD = np.dtype([("row", "<i4"), ("col", "<i4"), ("label", "<i2"), ("batch", "<i4"), ("time", "<f8")])
 

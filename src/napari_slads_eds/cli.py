@@ -187,12 +187,13 @@ def _warn_missing_phases(source: dict) -> None:
 
 def _do_resume(args) -> int:
     from ._files import OutputFolder
+    from ._validation import InputError
     from .pipeline import resume_experiment
 
     t0 = time.perf_counter()
     d = Path(args.dir)
-    if not d.is_dir():
-        resume_experiment(d)                      # says why it cannot be resumed
+    if not d.is_dir():                            # (the lock file needs the folder)
+        raise InputError(f"{d} cannot be resumed: not a folder")
     with OutputFolder(d):
         result = run_with_progress(args.quiet, resume_experiment, d)
     print(f"\nSLADS-EDS result, resumed ({result['n_replayed']} measurements replayed from the journal, "
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
     """Entry point of the ``slads-eds`` command."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from . import __version__
-    from ._validation import InputError
+    from ._files import JOURNAL_NAME
+    from ._validation import InputError, os_error_text
     from .engine import EngineError, JobCancelled
 
     ap = argparse.ArgumentParser(
@@ -295,17 +297,16 @@ def main(argv=None) -> int:
             print(f"slads-eds: error: {exc}", file=sys.stderr)
             return 2
         print(f"slads-eds: engine error: {exc}", file=sys.stderr)
-        if exc.kind not in ("input",) and exc.remote_traceback:
+        if exc.remote_traceback:
             print(exc.remote_traceback, file=sys.stderr)
         return 1
     except OSError as exc:                # a file or folder that cannot be read or written
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
-        print(f"slads-eds: error: {exc}{where}", file=sys.stderr)
+        print(f"slads-eds: error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except (JobCancelled, KeyboardInterrupt):
         out = getattr(args, "out", None) or getattr(args, "dir", None)
         hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"
-                if out and args.command in ("run", "demo", "resume") and (Path(out) / "journal.h5").exists() else "")
+                if out and args.command in ("run", "demo", "resume") and (Path(out) / JOURNAL_NAME).exists() else "")
         print(f"slads-eds: cancelled{hint}", file=sys.stderr)
         return 130
     return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import jsonable, read_npz
+from ._files import JOURNAL_NAME, jsonable, read_npz
 from ._validation import InputError, check_spectra
 from .spectra import EnergyAxis
 
@@ -364,7 +364,7 @@ def load_any_run(path) -> dict:
     if p.is_dir() and p.suffix.lower() != ".zspy":
         if (p / "run_export.npz").is_file():
             return load_export(p / "run_export.npz")
-        if not (p / "run.npz").is_file() and (p / "journal.h5").is_file():
+        if not (p / "run.npz").is_file() and (p / JOURNAL_NAME).is_file():
             raise InputError(f"{p}: the run has not finished (a journal but no run.npz): "
                              f"complete it with 'slads-eds resume {p}' first")
         return _with_journal_spectra(load_run(p), p)
@@ -390,7 +390,7 @@ def _with_journal_spectra(run: dict, folder: Path) -> dict:
     import json
 
     from ._files import read_npz
-    from .acquisition import JOURNAL_NAME, read_journal
+    from .acquisition import read_journal
 
     jp, sp = folder / JOURNAL_NAME, folder / "specimen.npz"
     if not (jp.is_file() and sp.is_file()):

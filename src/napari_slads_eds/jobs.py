@@ -104,7 +104,14 @@ def classify(ctx, classifier, spectra) -> np.ndarray:
 def _check_journal_is_this_run(path, journal: dict, specimen, cfg, k: int, L: int) -> None:
     """Refuse a journal written by another run: its grid, phases, k, seed and pattern must be
     this run's, and its first spectra must be what this specimen measures there (a simulated
-    specimen is deterministic per pixel), or the resumed run could not match the original."""
+    specimen is deterministic per pixel), or the resumed run could not match the original;
+    and its spectra must be counts of the specimen's length."""
+    sp = journal["spectrum"]
+    if sp.ndim != 2 or sp.shape[1] != specimen.axis.size:
+        raise InputError(f"{path}: the journal's spectra have {sp.shape[-1]} channels, the run's "
+                         f"specimen {specimen.axis.size}; is this journal from another run?")
+    if not np.isfinite(sp).all() or (sp < 0).any():
+        raise InputError(f"{path}: the journal holds spectra with NaN, inf or negative counts (corrupt journal)")
     js = journal.get("settings") or {}
     run = js.get("run") or {}
     H, W = specimen.shape
@@ -196,13 +203,6 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     # a journal to resume from is read first, so that a bad one is reported at once
     replay = read_journal(journal_path) if journal_path is not None and resume else None
     if replay is not None and len(replay["position"]):
-        sp = replay["spectrum"]
-        if sp.ndim != 2 or sp.shape[1] != specimen.axis.size:
-            raise InputError(f"{journal_path}: the journal's spectra have {sp.shape[-1]} channels, the run's "
-                             f"specimen {specimen.axis.size}; is this journal from another run?")
-        if not np.isfinite(sp).all() or (sp < 0).any():
-            raise InputError(f"{journal_path}: the journal holds spectra with NaN, inf or negative counts "
-                             f"(corrupt journal)")
         _check_journal_is_this_run(journal_path, replay, specimen, cfg, k, L)
 
     # static scans at the same budget, through the same classifier and reconstruction

@@ -118,6 +118,12 @@ class Spectrum:
         c = check_spectra(self.counts, self.axis.size, name=f"spectrum {self.name!r}")[0]
         self.counts = c.astype(np.float64)
 
+    def fits(self, axis: EnergyAxis) -> bool:
+        """Whether ``axis`` is this spectrum's axis cut short: same offset and channel width,
+        and at least ``axis.size`` channels (see :meth:`on_axis`)."""
+        head = EnergyAxis(self.axis.offset_keV, self.axis.scale_keV, min(self.axis.size, axis.size))
+        return self.axis.size >= axis.size and axis.is_compatible(head)
+
     def on_axis(self, axis: EnergyAxis) -> np.ndarray:
         """Counts on ``axis``: the first ``axis.size`` channels when the calibrations agree.
 
@@ -126,8 +132,7 @@ class Spectrum:
         InputError
             When the calibration differs or the spectrum has fewer channels than ``axis``.
         """
-        head = EnergyAxis(self.axis.offset_keV, self.axis.scale_keV, min(self.axis.size, axis.size))
-        if self.axis.size < axis.size or not axis.is_compatible(head):
+        if not self.fits(axis):
             raise InputError(
                 f"spectrum {self.name!r}: its energy axis ({self.axis.describe()}) cannot be "
                 f"cut to the expected axis ({axis.describe()}); it needs the same offset and "
@@ -201,8 +206,6 @@ def read_spectrum(path) -> Spectrum:
 
 # --- bundled reference standards ------------------------------------------------------
 
-#: Bundled standards (public-domain NIST measurements, 15 kV, 60 s live time),
-#: in order of increasing mean atomic number (brightness in a BSE image).
 #: Fewest channels of a reference spectrum (the CNN's two pooling stages and any phase
 #: contrast need many more; real EDS spectra have 1024-4096).
 MIN_SPECTRUM_CHANNELS = 64
@@ -212,6 +215,8 @@ MAX_CHANNEL_KEV = 0.1
 #: Largest expected counts of one reference spectrum (Poisson sampling needs finite means).
 MAX_COUNTS_PER_SPECTRUM = 1e12
 
+#: Bundled standards (public-domain NIST measurements, 15 kV, 60 s live time),
+#: in order of increasing mean atomic number (brightness in a BSE image).
 BUNDLED_STANDARDS = {
     "MgO": "nist_MgO_std_15kV.msa",
     "Al": "nist_Al_std_15kV.msa",
@@ -365,8 +370,7 @@ def make_reference_spectra(standards, *, axis: EnergyAxis | None = None, n_per_p
     if axis is None:
         axis = EnergyAxis(stds[0].axis.offset_keV, stds[0].axis.scale_keV, min(2048, stds[0].axis.size))
         for s in stds[1:]:
-            if not axis.is_compatible(EnergyAxis(s.axis.offset_keV, s.axis.scale_keV,
-                                                 min(s.axis.size, axis.size))) or s.axis.size < axis.size:
+            if not s.fits(axis):
                 raise InputError(f"standards {stds[0].name!r} ({stds[0].axis.describe()}) and {s.name!r} "
                                  f"({s.axis.describe()}) have different energy calibrations; give standards "
                                  f"measured with the same calibration (same offset and channel width)")

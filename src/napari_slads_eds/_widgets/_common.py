@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+import weakref
 from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QSpinBox
 
-from .._validation import InputError
+from .._validation import InputError, os_error_text
 
 __all__ = ["LayerCombo", "run_in_thread", "set_progress", "user_action", "int_spin", "float_spin", "layer_data_2d", "show_message",
            "status_label"]
@@ -47,8 +48,7 @@ def user_action(title: str) -> Callable:
                     show_message("error", f"{title}: {exc}")
                     out = None
                 except OSError as exc:  # a file or folder that cannot be read or written
-                    where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc) else ""
-                    show_message("error", f"{title}: {exc.strerror or exc}{where}")
+                    show_message("error", f"{title}: {os_error_text(exc)}")
                     out = None
                 except Exception as exc:  # a bug: log it, tell the user in one line
                     log.exception("%s failed", title)
@@ -64,30 +64,26 @@ def user_action(title: str) -> Callable:
     return deco
 
 
-def int_spin(lo: int, hi: int, value: int, *, step: int = 1, suffix: str = "", tip: str = "") -> QSpinBox:
-    w = QSpinBox()
+def _spin(w, lo, hi, value, step, suffix: str, tip: str):
     w.setRange(lo, hi)
-    w.setValue(value)
     w.setSingleStep(step)
+    w.setValue(value)
     if suffix:
         w.setSuffix(suffix)
     if tip:
         w.setToolTip(tip)
     return w
+
+
+def int_spin(lo: int, hi: int, value: int, *, step: int = 1, suffix: str = "", tip: str = "") -> QSpinBox:
+    return _spin(QSpinBox(), lo, hi, value, step, suffix, tip)
 
 
 def float_spin(lo: float, hi: float, value: float, *, step: float = 0.01, decimals: int = 3,
                suffix: str = "", tip: str = "") -> QDoubleSpinBox:
     w = QDoubleSpinBox()
-    w.setDecimals(decimals)
-    w.setRange(lo, hi)
-    w.setSingleStep(step)
-    w.setValue(value)
-    if suffix:
-        w.setSuffix(suffix)
-    if tip:
-        w.setToolTip(tip)
-    return w
+    w.setDecimals(decimals)          # before the range and value, which it rounds
+    return _spin(w, lo, hi, value, step, suffix, tip)
 
 
 def set_progress(bar, value: int, maximum: int | None = None, fmt: str | None = None) -> None:
@@ -123,6 +119,29 @@ def layer_data_2d(layer) -> np.ndarray:
     return np.asarray(data)
 
 
+def follow_layers(viewer, refresh: Callable) -> None:
+    """Call ``refresh()`` (a widget's bound method) whenever the viewer's layer list changes:
+    a layer added, removed, moved or renamed (layers added later are followed too).  Only a
+    weak reference to the widget is kept, as napari keeps for bound methods."""
+    ref = weakref.WeakMethod(refresh)
+
+    def inserted(event=None):
+        method = ref()
+        if method is None:              # the widget is gone
+            return
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(method)
+        method()
+
+    ev = viewer.layers.events
+    ev.inserted.connect(inserted)
+    ev.removed.connect(refresh)
+    ev.moved.connect(refresh)
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+
+
 class LayerCombo(QComboBox):
     """A combo box of the viewer's layers that pass ``accept(layer)``; follows the layer list.
 
@@ -142,18 +161,7 @@ class LayerCombo(QComboBox):
         self._layers: list = []
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
-        ev = viewer.layers.events
-        ev.inserted.connect(self._on_inserted)
-        ev.removed.connect(self.refresh)
-        ev.moved.connect(self.refresh)
-        for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def _on_inserted(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self.refresh)
+        follow_layers(viewer, self.refresh)
         self.refresh()
 
     def refresh(self, event=None) -> None:

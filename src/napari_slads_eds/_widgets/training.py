@@ -31,7 +31,7 @@ from ..erd import load_erd_model
 from ..pipeline import CLASSIFIER_FILES
 from ..segmentation import majority_downsample
 from ..spectra import EnergyAxis
-from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_progress, status_label, user_action
+from ._common import LayerCombo, float_spin, follow_layers, int_spin, layer_data_2d, set_progress, status_label, user_action
 from ._session import _real, session_for, specimen_info
 
 if TYPE_CHECKING:
@@ -204,11 +204,7 @@ class TrainingWidget(QWidget):
         self.erd_save.clicked.connect(lambda: self.save_erd())
         self.erd_load.clicked.connect(lambda: self.load_erd())
         self.specimen_combo.currentIndexChanged.connect(self._refresh_hint)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self._on_layer_inserted)
-        ev.removed.connect(self._refresh_train_list)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_train_list)
+        follow_layers(self.viewer, self._refresh_train_list)   # checks follow renamed layers
         self.session.busy_changed.connect(self._on_busy)
         self.session.models_changed.connect(self._show_models)
         self._refresh_train_list()
@@ -216,12 +212,6 @@ class TrainingWidget(QWidget):
         self._on_busy(self.session.busy)
 
     # ------------------------------------------------------------------ inputs
-    def _on_layer_inserted(self, event=None):
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self._refresh_train_list)   # a renamed layer keeps its check
-        self._refresh_train_list()
-
     def _refresh_train_list(self, *_):
         try:    # checks follow the layers themselves (their ids), not their names
             checked = {self.train_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.train_list.count())
