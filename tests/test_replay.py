@@ -146,8 +146,10 @@ def engine():
 def test_replay_end_to_end_on_a_generated_map(tmp_path, engine):
     si, truth = _generated_map()
     blobs = np.kron(truth, np.ones((3, 3))) * 100.0     # an ERD training "micrograph"
+    # the paper's NNR + CNN here (with soft decisions from its softmax); the real map below
+    # runs the default Poisson classifier
     s = ReplaySettings(fraction=0.25, epochs=3, n_per_phase=40, train=[blobs], erd_downsample=2,
-                       c_values=(4.0, 8.0))
+                       c_values=(4.0, 8.0), classifier_kind="cnn")
     exp = prepare_replay(si, 2, s)
     assert exp.source["truth_fractions"][1] == pytest.approx(np.mean(truth == 2), abs=0.05)
     assert exp.specimen.dwell_fraction == pytest.approx(1.0)   # dwell = 1 - train share
@@ -157,6 +159,8 @@ def test_replay_end_to_end_on_a_generated_map(tmp_path, engine):
     assert saved["sampling_fraction"] == pytest.approx(0.25, abs=1 / truth.size)
     assert 0 <= saved["td"] <= 1 and saved["mode"] == "replay"
     assert saved["td"] <= saved["td_random"] + 0.05
+    assert saved["classifier_kind"] == "cnn" and saved["uncertainty"] == "soft"
+    assert result["posteriors"].shape == (result["n_measured"], 3)
     from napari_slads_eds.export import load_export
 
     back = load_export(tmp_path / "run.hspy")
@@ -206,3 +210,31 @@ def test_replay_on_the_real_bruker_map(tmp_path, engine):
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["grid"] == [75, 100] and r["sampling_fraction"] == pytest.approx(0.2)
     assert r["td"] < r["td_random"]
+    assert r["classifier_kind"] == "poisson"
+    # count-aware decisions: the in-run misclassification within 2x of the validation figure
+    assert r["misclassification_run"] < 2 * r["misclassification"]
+
+
+def test_replay_ground_truth_and_shares_are_reproducible_from_the_seed():
+    si, truth = _generated_map()
+    s = ReplaySettings(fraction=0.2, seed=3, n_per_phase=20, train=[np.kron(truth, np.ones((3, 3))) * 100.0],
+                       erd_downsample=2)
+    a, b = prepare_replay(si, 2, s), prepare_replay(si, 2, s)
+    assert np.array_equal(a.truth, b.truth)
+    assert np.mean(a.truth == truth) > 0.9
+    pos = np.array([[0, 0], [3, 4], [10, 7]])
+    assert np.array_equal(a.specimen.measure(pos), b.specimen.measure(pos))
+    assert np.array_equal(a.train_references.spectra, b.train_references.spectra)
+    c = prepare_replay(si, 2, ReplaySettings(fraction=0.2, seed=4, n_per_phase=20, train=s.train, erd_downsample=2))
+    assert not np.array_equal(a.specimen.measure(pos), c.specimen.measure(pos))   # another count split
+
+
+def test_replay_erd_from_the_maps_electron_image():
+    si, truth = _generated_map()
+    if not si.images:
+        pytest.skip("the generated map has no electron image")
+    exp = prepare_replay(si, 2, ReplaySettings(fraction=0.2, n_per_phase=20, erd_training="electron-image"))
+    assert len(exp.erd_images) == 1 and exp.erd_images[0].shape == truth.shape
+    assert exp.source["erd_training_mode"] == "electron-image"
+    with pytest.raises(InputError, match="erd-training"):
+        ReplaySettings(erd_training="nope").check()

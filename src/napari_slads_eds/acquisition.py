@@ -329,6 +329,11 @@ class RunConfig:
     send_maps: bool = True
     stop_threshold: float | None = None     # T of the stopping rule; None: budget only
     stop_min_fraction: float = 0.02
+    # label uncertainty (napari_slads_eds.uncertainty): None = the paper's hard labels;
+    # "soft" = spatial phase decisions (prior weight gamma, floor alpha) and probability votes
+    uncertainty: str | None = None
+    prior_alpha: float = 0.05
+    prior_gamma: float = 4.0
 
     def check(self) -> "RunConfig":
         if not 0 < self.target_fraction <= 1:
@@ -341,6 +346,10 @@ class RunConfig:
             raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
         if self.initial_pattern not in ("halton", "random"):
             raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
+        if self.uncertainty not in (None, "soft"):
+            raise InputError(f"uncertainty must be None (hard labels) or 'soft', got {self.uncertainty!r}")
+        if not (self.prior_alpha > 0 and self.prior_gamma >= 0):
+            raise InputError(f"prior alpha must be > 0 and gamma >= 0, got {self.prior_alpha}, {self.prior_gamma}")
         return self
 
     def to_dict(self) -> dict:
@@ -348,7 +357,7 @@ class RunConfig:
 
 
 def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Journal | None = None,
-            replay: dict | None = None) -> dict:
+            replay: dict | None = None, posterior=None) -> dict:
     """Run the SLADS acquisition loop until the budget, the stopping rule or a stop request.
 
     Parameters
@@ -365,10 +374,18 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
     replay : dict, optional
         A journal read by :func:`read_journal`: its measurements are fed to the sampler in
         their original batches, without measuring, before the loop continues.
+    posterior : callable(spectra (n, p)) -> (n, L + 1), optional
+        With ``config.uncertainty == "soft"`` (and a
+        :class:`~napari_slads_eds.uncertainty.SoftSampler`): each spectrum's posterior over
+        {ill-spectrum, phases}; the label is then the spatial decision
+        (:func:`~napari_slads_eds.uncertainty.spatial_decision`) against the sampler's
+        votes at the pixel, taken in the loop's thread, and the phase probabilities vote
+        in the reconstruction.  ``classify`` is not used then.
 
     Returns
     -------
-    dict with positions, labels, td_curve, stop_reason, n_replayed, seconds, epsilon.
+    dict with positions, labels, td_curve, stop_reason, n_replayed, seconds, epsilon and
+    (soft) posteriors (n, L + 1) of the measured spectra, in measurement order.
     """
     cfg = config.check()
     H, W = sampler.shape
@@ -398,10 +415,28 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         state["last"] = time.perf_counter()
         ctx.emit("frame", **msg)
 
-    def record(pos, lab, spectra=None, *, log=True, observe=True):
+    soft = cfg.uncertainty == "soft"
+    if soft and (posterior is None or not hasattr(sampler, "vote_shares")):
+        raise InputError("uncertainty 'soft' needs a posterior function and a SoftSampler")
+
+    def decide(pos, lab_or_prob, known_labels=None):
+        """(labels, phase probabilities or None) of a measured batch, in the loop's thread."""
+        if not soft:
+            return lab_or_prob, None
+        from .uncertainty import spatial_decision
+
+        flat = pos[:, 0] * W + pos[:, 1]
+        lab, pp = spatial_decision(lab_or_prob, sampler.vote_shares(flat), alpha=cfg.prior_alpha,
+                                   gamma=cfg.prior_gamma)
+        return (lab if known_labels is None else np.asarray(known_labels, np.int16)), pp
+
+    def record(pos, lab, spectra=None, *, log=True, observe=True, prob=None):
         if journal is not None and spectra is not None:
             journal.append(pos, lab, spectra, time.perf_counter() - t0)
-        sampler.update(pos, lab)
+        if prob is not None:
+            sampler.update(pos, lab, prob)
+        else:
+            sampler.update(pos, lab)
         changed = sampler.pop_changes()   # includes the changes made by pseudo-measurements
         if rule is not None and observe:
             rule.observe(changed, len(pos))
@@ -413,14 +448,31 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
 
     def measure_classify(pos):
         spectra = measure(pos)
-        return classify(spectra), spectra
+        return (posterior(spectra) if soft else classify(spectra)), spectra
+
+    post_log: list[np.ndarray] = []
+
+    def measure_record(pos, done=None, **kw):
+        out, spectra = done if done is not None else measure_classify(pos)
+        lab, pp = decide(pos, out)
+        if soft:
+            post_log.append(np.asarray(out, np.float64))
+        record(pos, lab, spectra, prob=pp, **kw)
 
     # 1. replay a journal, or measure the initial pattern
     if replay is not None and len(replay["label"]):
         b = replay["batch"]
         cuts = np.flatnonzero(np.diff(b)) + 1
-        for i, (pos, lab) in enumerate(zip(np.split(replay["position"], cuts), np.split(replay["label"], cuts))):
-            record(pos, lab, log=False, observe=i > 0)   # batch 0 is the initial pattern
+        spec = np.split(replay["spectrum"], cuts) if soft else [None] * (len(cuts) + 1)
+        for i, (pos, lab, sp) in enumerate(zip(np.split(replay["position"], cuts), np.split(replay["label"], cuts),
+                                               spec)):
+            # soft: the decision is recomputed from the journal's spectra (it is deterministic),
+            # for the phase probabilities; the journal's labels are kept
+            pp = None
+            if soft:
+                post_log.append(np.asarray(posterior(sp), np.float64))
+                pp = decide(pos, post_log[-1], known_labels=lab)[1]
+            record(pos, lab, log=False, observe=i > 0, prob=pp)   # batch 0 is the initial pattern
         n_replayed = sampler.n_measured
     else:
         from .sampling import initial_positions
@@ -428,8 +480,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         ctx.checkpoint()   # a job paused (or stopped) before it began measures nothing meanwhile
         init = initial_positions((H, W), min(cfg.initial_fraction, cfg.target_fraction),
                                  cfg.initial_pattern, cfg.seed)[:target]
-        lab, spectra = measure_classify(init)
-        record(init, lab, spectra, log=False, observe=False)
+        measure_record(init, log=False, observe=False)
     sampler.pop_changes()
     frame()
 
@@ -451,8 +502,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
                 stopping = ctx.checkpoint(graceful=True)
                 room = target - sampler.n_measured - len(cur)
                 nxt = sampler.select(min(cfg.batch, room), "pseudo") if room > 0 and not stopping else None
-                lab, spectra = fut.result()
-                record(cur, lab, spectra)
+                measure_record(cur, fut.result())
                 done_by_rule = stop_by_rule()
                 if stopping or ctx.stop_requested or done_by_rule:
                     if nxt is not None and len(nxt):
@@ -470,8 +520,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
             pos = sampler.select(min(cfg.batch, target - sampler.n_measured), cfg.batch_mode)
             if len(pos) == 0:
                 break
-            lab, spectra = measure_classify(pos)
-            record(pos, lab, spectra)
+            measure_record(pos)
             if stop_by_rule():
                 stop_reason = "stopping rule: new measurements hardly change the reconstruction any more"
                 break
@@ -487,4 +536,5 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         "seconds": time.perf_counter() - t0,
         "epsilon": None if rule is None else rule.epsilon,
         "stop_threshold": cfg.stop_threshold,
+        "posteriors": np.concatenate(post_log) if post_log else None,
     }

@@ -20,12 +20,30 @@ from .engine import JobCancelled
 __all__ = ["JOBS", "resolve", "train_classifier", "train_erd_job", "run_slads", "classify"]
 
 
-def train_classifier(ctx, references, out_dir, seed: int = 0, **train_kwargs) -> dict:
-    """Train the NNR detector and the CNN on ``references`` and save them to ``out_dir``.
+def train_classifier(ctx, references, out_dir, seed: int = 0, kind: str = "cnn", **train_kwargs) -> dict:
+    """Train a spectrum classifier on ``references`` and save it to ``out_dir``.
+
+    ``kind``: ``"cnn"``, the paper's NNR detector + 1-D CNN (TensorFlow), or
+    ``"poisson"``, the count-aware likelihood classifier
+    (:class:`~napari_slads_eds.likelihood.PoissonPhaseClassifier`, numpy only).
 
     Returns the training report (misclassification, confusion matrix, threshold, ...)
-    with ``"path"`` added.
+    with ``"path"`` and ``"kind"`` added.
     """
+    if kind not in ("cnn", "poisson"):
+        raise InputError(f"classifier kind must be 'cnn' or 'poisson', got {kind!r}")
+    if kind == "poisson":
+        from .likelihood import PoissonPhaseClassifier
+
+        ctx.progress("classifier", 0, 1)
+        keep = {k: v for k, v in train_kwargs.items() if k in ("bin_keV", "calibration", "pseudo_counts")}
+        clf, report = PoissonPhaseClassifier.train(references, seed=seed, **keep)
+        ctx.progress("classifier", 1, 1)
+        out = Path(out_dir)
+        clf.save(out)
+        report = dict(report)
+        report["path"] = str(out)
+        return report
     from .classifier import SpectrumClassifier, TrainingCancelled
 
     def progress(info):
@@ -43,6 +61,7 @@ def train_classifier(ctx, references, out_dir, seed: int = 0, **train_kwargs) ->
     clf.save(out)
     report = dict(report)
     report["path"] = str(out)
+    report["kind"] = "cnn"
     return report
 
 
@@ -81,11 +100,26 @@ def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, sto
 
 
 def _load_classifier(classifier):
-    from .classifier import SpectrumClassifier
+    from .likelihood import load_classifier
 
     if isinstance(classifier, (str, Path)):
-        return SpectrumClassifier.load(classifier)
+        return load_classifier(classifier)
     return classifier
+
+
+def posterior_of(clf):
+    """``spectra (n, p) -> posterior (n, L + 1)`` over {ill-spectrum, phases} of a classifier:
+    the Poisson classifier's calibrated posterior, or for the CNN its softmax with the
+    detector's decision as a hard ill-spectrum column."""
+    if hasattr(clf, "predict_proba"):
+        return clf.predict_proba
+
+    def cnn_posterior(spectra):
+        lab, _, prob = clf.predict_with_details(spectra)
+        ill = (np.asarray(lab) == 0)[:, None].astype(np.float64)
+        return np.hstack([ill, (1.0 - ill) * np.asarray(prob, np.float64)])
+
+    return cnn_posterior
 
 
 def _load_erd(erd_model):
@@ -133,21 +167,36 @@ def _check_journal_is_this_run(path, journal: dict, specimen, cfg, k: int, L: in
                              f"at the same positions; resume needs this run's own journal")
 
 
-def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int):
-    """TD of a static scan measuring ``order`` prefixes, classified and reconstructed."""
+def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int, cfg=None):
+    """TD of a static scan measuring ``order`` prefixes, classified and reconstructed
+    (with ``cfg.uncertainty == "soft"``: spatial decisions that see all other
+    measurements of the prefix, and probability votes, as the SLADS run)."""
     from .reconstruction import reconstruct
 
     H, W = specimen.shape
     n_max = int(round(max(fractions) * H * W))
     pos = order[:n_max]
+    soft = cfg is not None and cfg.uncertainty == "soft"
+    post = posterior_of(clf) if soft else None
     labels = np.empty(len(pos), dtype=np.int16)
+    prob = np.empty((len(pos), n_phases + 1)) if soft else None
     for a in range(0, len(pos), 4096):
-        labels[a:a + 4096] = clf.predict(specimen.measure(pos[a:a + 4096]))
+        sp = specimen.measure(pos[a:a + 4096])
+        if soft:
+            prob[a:a + 4096] = post(sp)
+        else:
+            labels[a:a + 4096] = clf.predict(sp)
     truth = specimen.phase_map
     curve = []
     for f in fractions:
         n = int(round(f * H * W))
-        rec = reconstruct((H, W), pos[:n], labels[:n], n_phases, k)
+        if soft:
+            from .uncertainty import decide_static, reconstruct_soft
+
+            lab, pp = decide_static((H, W), pos[:n], prob[:n], k, alpha=cfg.prior_alpha, gamma=cfg.prior_gamma)
+            rec = reconstruct_soft((H, W), pos[:n], lab, pp, k)
+        else:
+            rec = reconstruct((H, W), pos[:n], labels[:n], n_phases, k)
         curve.append([float(n / (H * W)), float(np.mean(rec != truth))])
     return curve
 
@@ -158,7 +207,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
               overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
               journal_path=None, resume: bool = False, journal_settings: dict | None = None,
-              baseline_fractions=()) -> dict:
+              baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float = 0.05,
+              prior_gamma: float = 4.0) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -167,6 +217,10 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     With ``journal_path``, every measured batch (positions, spectra, labels) is appended
     to that HDF5 journal before it is used; with ``resume`` the journal's measurements are
     replayed first (nothing is measured twice) and the run continues from there.
+
+    With ``uncertainty="soft"``, measured labels are spatial decisions from the spectra's
+    posteriors and the phase probabilities vote in the reconstruction
+    (:mod:`napari_slads_eds.uncertainty`), for SLADS and the static scans alike.
 
     Streams ``baseline`` messages (static random / Halton scans through the same
     classifier and reconstruction), then ``frame`` messages (new positions and labels, TD,
@@ -194,11 +248,17 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     cfg = RunConfig(target_fraction=target_fraction, initial_fraction=initial_fraction,
                     initial_pattern=initial_pattern, batch=batch, batch_mode=batch_mode, overlap=overlap,
                     seed=seed, frame_interval=frame_interval, send_maps=send_maps,
-                    stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction).check()
+                    stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction,
+                    uncertainty=uncertainty, prior_alpha=prior_alpha, prior_gamma=prior_gamma).check()
     H, W = specimen.shape
     P = H * W
     truth = getattr(specimen, "phase_map", None)
-    sampler = Sampler((H, W), L, erd, k=k, truth=truth)
+    if cfg.uncertainty == "soft":
+        from .uncertainty import SoftSampler
+
+        sampler = SoftSampler((H, W), L, erd, k=k, truth=truth)
+    else:
+        sampler = Sampler((H, W), L, erd, k=k, truth=truth)
     target = max(1, int(round(target_fraction * P)))
     # a journal to resume from is read first, so that a bad one is reported at once
     replay = read_journal(journal_path) if journal_path is not None and resume else None
@@ -219,7 +279,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         else:
             raise InputError(f"unknown baseline {name!r} (random or halton)")
         baseline_orders[name] = order
-        baseline_curves[name] = _static_baseline(specimen, clf, order, fr, L, k)
+        baseline_curves[name] = _static_baseline(specimen, clf, order, fr, L, k, cfg)
         ctx.emit("baseline", name=name, curve=baseline_curves[name])
         ctx.progress("baseline", i + 1, len(baselines), baseline=name)
 
@@ -232,11 +292,26 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
             settings.update({"run": cfg.to_dict(), "k": k, "grid": [H, W], "phases": L})
             journal = Journal(journal_path, specimen.axis.size, settings)
     try:
-        core = acquire(ctx, sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay)
+        core = acquire(ctx, sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay,
+                       posterior=posterior_of(clf) if cfg.uncertainty == "soft" else None)
     finally:
         if journal is not None:
             journal.close()
     positions, labels = core["positions"], core["labels"]
+    recon, td = sampler.reconstruction, sampler.td
+    refined = {}
+    if cfg.uncertainty == "soft" and core.get("posteriors") is not None and len(labels):
+        # final phase decisions with every measurement's neighbours (later ones too), as the
+        # static scans get them; the in-loop labels stay in the journal
+        from .uncertainty import decide_static, reconstruct_soft
+
+        lab_f, pp_f = decide_static((H, W), positions, core["posteriors"], k, alpha=cfg.prior_alpha,
+                                    gamma=cfg.prior_gamma)
+        recon = reconstruct_soft((H, W), positions, lab_f, pp_f, k)
+        if truth is not None:
+            td = float(np.mean(recon != truth))
+        refined = {"labels_in_loop": labels, "td_in_loop": sampler.td, "posteriors": core["posteriors"]}
+        labels = lab_f
     truth_lab = specimen.labels[positions[:, 0], positions[:, 1]] if hasattr(specimen, "labels") else None
     result = {
         "grid": [H, W],
@@ -245,7 +320,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         "sampling_fraction": sampler.fraction,
         "n_measured": sampler.n_measured,
         "n_replayed": core["n_replayed"],
-        "td": sampler.td,
+        "td": td,
         "td_curve": core["td_curve"],
         "misclassification_run": (float(np.mean(labels != truth_lab))
                                   if truth_lab is not None and len(labels) else None),
@@ -254,17 +329,20 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         "epsilon": core["epsilon"],
         "positions": positions,
         "labels": labels,
-        "reconstruction": sampler.reconstruction,
+        "reconstruction": recon,
         "mask": sampler.mask,
         "erd": sampler.erd_map,
         "c": float(getattr(erd, "c", float("nan"))),
+        "classifier_kind": getattr(clf, "kind", "cnn"),
+        "uncertainty": cfg.uncertainty or "hard",
+        **refined,
         "measurements_per_second": (sampler.n_measured - core["n_replayed"]) / max(core["seconds"], 1e-9),
     }
     for name, curve_b in baseline_curves.items():
         td_b = curve_b[-1][1]
         if abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
             # stopped before the target: a static scan with the same number of spectra
-            td_b = _static_baseline(specimen, clf, baseline_orders[name], [sampler.fraction], L, k)[-1][1]
+            td_b = _static_baseline(specimen, clf, baseline_orders[name], [sampler.fraction], L, k, cfg)[-1][1]
         result[f"td_{name}"] = td_b
         result[f"td_curve_{name}"] = curve_b
     result["seconds"] = time.perf_counter() - t0

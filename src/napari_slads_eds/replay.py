@@ -529,6 +529,34 @@ def erd_training_images(n_phases: int, micrographs=None, *, downsample: int = 4,
     return out
 
 
+def electron_image_name(si: SpectrumImage) -> str:
+    """Name of the electron image of a map used for the ERD (BSE preferred, then SE).
+
+    Raises
+    ------
+    InputError
+        The map carries no electron image.
+    """
+    for key in ("BSE", "bse", "SE", "se"):
+        if key in si.images:
+            return key
+    if si.images:
+        return sorted(si.images)[0]
+    raise InputError("--erd-training electron-image: the spectrum image carries no electron (BSE/SE) "
+                     "image; use --erd-training micrograph")
+
+
+def electron_image_labels(si: SpectrumImage, n_phases: int) -> np.ndarray:
+    """The map's co-registered electron image segmented into L phases (multi-Otsu after a
+    median filter, :func:`~napari_slads_eds.segmentation.segment_phases`): a label image
+    (H, W) int16 of the field's own feature sizes for the ERD model.  It is a training
+    image only; the ground truth stays the clustering of the spectra."""
+    from .segmentation import segment_phases, to_grey
+
+    img = to_grey(np.asarray(si.images[electron_image_name(si)], np.float64), name="electron image")
+    return segment_phases(img, int(n_phases))
+
+
 # ----------------------------------------------------------------------------- experiment
 
 @dataclass
@@ -564,6 +592,18 @@ class ReplaySettings:
         As :class:`~napari_slads_eds.pipeline.RunSettings`.
     c_values : tuple of float, optional
         Candidates for the ERD's c (default: :data:`napari_slads_eds.erd.C_CANDIDATES`).
+    classifier_kind : {"poisson", "cnn"}
+        Trained on the training share: the count-aware Poisson likelihood classifier
+        (default, chosen by benchmarks/bench_real_maps.py) or the paper's NNR + CNN.
+    uncertainty : {"soft", None}
+        "soft": spatial phase decisions and probability votes
+        (:mod:`napari_slads_eds.uncertainty`; default); None: the paper's hard labels.
+    erd_training : {"auto", "micrograph", "electron-image", "both"}
+        Label images the ERD model learns from: the bundled (or ``train``) micrographs;
+        the map's own electron (BSE) image segmented into L phases (an SEM takes it in
+        seconds before any EDS; the ground truth stays the spectra); or both.  "auto"
+        (default): the electron image when the map carries one and no ``train`` is given,
+        else the micrographs.
     default_calibration : (offset_keV, scale_keV), optional
         Assumed, with a warning, for a map without energy calibration.
     """
@@ -585,6 +625,9 @@ class ReplaySettings:
     batch_mode: str = "top"
     k: int = 10
     c_values: tuple | None = None
+    classifier_kind: str = "poisson"
+    uncertainty: str | None = "soft"
+    erd_training: str = "auto"
     default_calibration: tuple | None = None
 
     def check(self) -> "ReplaySettings":
@@ -611,6 +654,13 @@ class ReplaySettings:
             raise InputError("initial pattern must be halton|random and batch mode top|pseudo")
         if self.batch < 1 or self.k < 1:
             raise InputError("batch and k must be >= 1")
+        if self.classifier_kind not in ("poisson", "cnn"):
+            raise InputError(f"--classifier-kind must be 'poisson' or 'cnn', got {self.classifier_kind!r}")
+        if self.uncertainty not in (None, "soft"):
+            raise InputError(f"--uncertainty must be 'soft' or 'hard', got {self.uncertainty!r}")
+        if self.erd_training not in ("auto", "micrograph", "electron-image", "both"):
+            raise InputError(f"--erd-training must be auto, micrograph, electron-image or both, "
+                             f"got {self.erd_training!r}")
         return self
 
 
@@ -723,14 +773,24 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
                               seed=s.seed, references=refs)
     source.update({"train_share": share, "dwell_fraction": float(dwell),
                    "mean_counts_per_measurement": float(measure_counts.sum() / (H * W) * min(1.0, thin))})
-    erd_imgs = erd_training_images(L, s.train, downsample=s.erd_downsample)
-    source["erd_training"] = ([str(t) for t in s.train] if s.train
-                              else ["bundled sem_glass_sand_bubbles_bse.png"])
+    erd_imgs, names = [], []
+    how = s.erd_training
+    if how == "auto":
+        how = "electron-image" if si.images and not s.train else "micrograph"
+    source["erd_training_mode"] = how
+    if how in ("micrograph", "both"):
+        erd_imgs += erd_training_images(L, s.train, downsample=s.erd_downsample)
+        names += [str(t) for t in s.train] if s.train else ["bundled sem_glass_sand_bubbles_bse.png"]
+    if how in ("electron-image", "both"):
+        erd_imgs.append(electron_image_labels(si, L))
+        names.append(f"the map's own electron image ({electron_image_name(si)}), segmented into {L} phases")
+    source["erd_training"] = names
     source["erd_training_shapes"] = [list(t.shape) for t in erd_imgs]
     return ReplayExperiment(s, L, si, truth, specimen, refs, erd_imgs, source)
 
 
-def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True) -> dict:
+def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True,
+               baseline_fractions=()) -> dict:
     """Train (classifier on the training share, ERD on other label images), run SLADS and
     the static baselines on the replayed map, write the results.
 
@@ -759,6 +819,8 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
             clf_report = dict(json.loads((Path(clf_path) / "classifier.json").read_text()).get("report") or {})
         else:
             kw = {"epochs": s.epochs} if s.epochs else {}
+            if s.classifier_kind == "poisson":
+                kw = {"kind": "poisson"}
             clf_report = eng.run("train_classifier", on_message=cb, references=exp.train_references,
                                  out_dir=str(out / "models" / "classifier"), seed=s.seed,
                                  noise_lambda=0.0, n_noisy=1, n_noisy_val=1, **kw)
@@ -771,6 +833,7 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
                          erd_model=erd_report["path"], target_fraction=s.fraction,
                          initial_fraction=s.initial_fraction, initial_pattern=s.initial_pattern,
                          batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=False,
+                         uncertainty=s.uncertainty, baseline_fractions=tuple(baseline_fractions),
                          journal_path=str(out / "journal.h5"),
                          journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}})
     finally:
@@ -830,6 +893,16 @@ def add_replay_parser(sub) -> None:
     p.add_argument("--train", nargs="+", default=None,
                    help="micrographs for the ERD model (default: the bundled glass BSE micrograph)")
     p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
+    p.add_argument("--classifier-kind", choices=("poisson", "cnn"), default=d.classifier_kind,
+                   help="classifier trained on the training share: the count-aware Poisson likelihood "
+                        "(default) or the paper's NNR + CNN")
+    p.add_argument("--uncertainty", choices=("soft", "hard"), default="soft",
+                   help="soft: spatial phase decisions and probability votes (default); hard: the paper's labels")
+    p.add_argument("--erd-training", choices=("auto", "micrograph", "electron-image", "both"),
+                   default=d.erd_training,
+                   help="label images of the ERD model: the bundled/--train micrographs, the map's own electron "
+                        "image segmented into L phases, or both; auto (default): the electron image when the "
+                        "map has one")
     p.add_argument("--calibration", type=float, nargs=2, default=None, metavar=("OFFSET_KEV", "SCALE_KEV"),
                    help="energy calibration to assume when the file has none")
     p.add_argument("--overwrite", action="store_true",
@@ -850,7 +923,8 @@ def replay_command(args) -> int:
 
     s = ReplaySettings(fraction=args.fraction, seed=args.seed, truth=args.truth, classifier=args.classifier,
                        smooth=args.smooth, train_share=args.train_share, dwell=args.dwell,
-                       epochs=args.epochs, train=args.train,
+                       epochs=args.epochs, train=args.train, classifier_kind=args.classifier_kind,
+                       uncertainty=None if args.uncertainty == "hard" else "soft", erd_training=args.erd_training,
                        default_calibration=tuple(args.calibration) if args.calibration else None)
     from ._files import output_folder
 
