@@ -87,6 +87,14 @@ def _table(result: dict) -> str:
         ("misclassification (validation)", f"{result['misclassification']:.5f}"),
         ("misclassification (this run)", f"{result.get('misclassification_run', float('nan')):.5f}"),
         ("c", f"{result['c']:g}"),
+    ]
+    if "classifier_kind" in result:
+        rows.append(("labels", f"{result['classifier_kind']} classifier, {result.get('uncertainty', 'hard')} decisions"))
+    if isinstance(result.get("dose"), dict):
+        d = result["dose"]
+        rows.append(("dose (total dwell)", f"{d['total_dwell']:.1f} x the acquired dwell per pixel "
+                                           f"({100 * d['fraction_of_full_raster']:.1f} % of a full raster)"))
+    rows += [
         ("stopped because", result.get("stop_reason", "")),
         ("seconds", f"{result['seconds']:.1f}"),
     ]

@@ -482,7 +482,17 @@ def phase_training_spectra(train_counts, phase_map, n_phases: int, source_axis: 
         shapes = np.asarray(to_axis(shapes, source_axis, axis, beam_energy_keV=beam_energy_keV,
                                     what="training spectra"), np.float64)
         t = level * np.exp(rng.normal(0.0, float(spread), size=int(n_per_phase)))
-        out[l - 1] = rng.poisson(t[:, None] * shapes)
+        drawn = rng.poisson(t[:, None] * shapes)
+        for _ in range(50):
+            # at very short dwell a spectrum may hold no count at all; training spectra are
+            # drawn given at least one count (the classifier sees no information in an empty one)
+            empty = drawn.sum(axis=1) == 0
+            if not empty.any():
+                break
+            drawn[empty] = rng.poisson(t[empty, None] * shapes[empty])
+        empty = drawn.sum(axis=1) == 0
+        drawn[empty, np.argmax(shapes[empty], axis=1)] = 1
+        out[l - 1] = drawn
     names = phase_names or tuple(f"phase {l}" for l in range(1, int(n_phases) + 1))
     return ReferenceSpectra(out, axis, tuple(names))
 
@@ -845,6 +855,11 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
     result["erd_model"] = {"c": erd_report["c"], "c_search": erd_report["c_search"], "rows": erd_report["rows"],
                      "seconds": erd_report["seconds"]}
     result["c"] = erd_report["c"]
+    # dose = total dwell time (in units of the acquired map's dwell per pixel), not the
+    # number of positions
+    d = float(exp.source["dwell_fraction"])
+    result["dose"] = {"dwell_per_position": d, "total_dwell": d * result["n_measured"],
+                      "fraction_of_full_raster": d * result["n_measured"] / float(np.prod(exp.truth.shape))}
     result["seconds"] = time.perf_counter() - t0
     settings = asdict(s)
     settings["n_phases"] = exp.n_phases

@@ -218,10 +218,25 @@ class SoftSampler(Sampler):
     measurements) a label votes one-hot, as in the paper.
     """
 
-    def __init__(self, shape, n_phases: int, erd_model=None, **kwargs):
+    def __init__(self, shape, n_phases: int, erd_model=None, *, uncertainty_weight: float = 0.0, **kwargs):
         self._pt_prob = np.zeros((0, int(n_phases)), dtype=np.float64)
         self._incoming: dict[int, np.ndarray] = {}
+        if not float(uncertainty_weight) >= 0:
+            raise InputError(f"uncertainty_weight must be >= 0, got {uncertainty_weight}")
+        self.uncertainty_weight = float(uncertainty_weight)
         super().__init__(shape, n_phases, erd_model, **kwargs)
+
+    def _predict(self, pix: np.ndarray) -> np.ndarray:
+        """ERD (eq. 6), raised where the probability votes at the pixel are split:
+        ``ERD · (1 + β (1 − max_l v(l)))`` for positive ERD (β = ``uncertainty_weight``).
+        The votes depend only on the pixel's neighbours, so local updates stay exact."""
+        e = super()._predict(pix)
+        if self.uncertainty_weight > 0 and pix.size:
+            v = self._votes(*self._nn(pix))
+            tot = v.sum(axis=1)
+            u = np.where(tot > 0, 1.0 - v.max(axis=1) / np.where(tot > 0, tot, 1), 0.0)
+            e = np.where(e > 0, e * (1.0 + self.uncertainty_weight * u), e)
+        return e
 
     # -------------------------------------------------------------- probabilities
     def _add_point(self, f: int, lab: int) -> int:
