@@ -75,7 +75,7 @@ def slads_td_at(result, f, H, W, k, soft):
     from napari_slads_eds.uncertainty import decide_static, reconstruct_soft
 
     pos, post = result["positions"][:n], result["posteriors"][:n]
-    lab, pp = decide_static((H, W), pos, post, k)
+    lab, pp = decide_static((H, W), pos, post, k, vote_prob=result["decided_probabilities"][:n])
     rec = reconstruct_soft((H, W), pos, lab, pp, k)
     return float(np.mean(rec != result["_truth"]))
 

@@ -330,10 +330,12 @@ class RunConfig:
     stop_threshold: float | None = None     # T of the stopping rule; None: budget only
     stop_min_fraction: float = 0.02
     # label uncertainty (napari_slads_eds.uncertainty): None = the paper's hard labels;
-    # "soft" = spatial phase decisions (prior weight gamma, floor alpha) and probability votes
+    # "soft" = spatial phase decisions (prior weight gamma in the loop, final_gamma in the final
+    # decisions and the static scans, floor alpha) and probability votes
     uncertainty: str | None = None
     prior_alpha: float = 0.05
-    prior_gamma: float = 4.0
+    prior_gamma: float = 1.0
+    final_gamma: float = 4.0
 
     def check(self) -> "RunConfig":
         if not 0 < self.target_fraction <= 1:
@@ -348,7 +350,7 @@ class RunConfig:
             raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
         if self.uncertainty not in (None, "soft"):
             raise InputError(f"uncertainty must be None (hard labels) or 'soft', got {self.uncertainty!r}")
-        if not (self.prior_alpha > 0 and self.prior_gamma >= 0):
+        if not (self.prior_alpha > 0 and self.prior_gamma >= 0 and self.final_gamma >= 0):
             raise InputError(f"prior alpha must be > 0 and gamma >= 0, got {self.prior_alpha}, {self.prior_gamma}")
         return self
 
@@ -385,7 +387,8 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
     Returns
     -------
     dict with positions, labels, td_curve, stop_reason, n_replayed, seconds, epsilon and
-    (soft) posteriors (n, L + 1) of the measured spectra, in measurement order.
+    (soft) posteriors (n, L + 1) of the measured spectra and decided_probabilities (n, L) of
+    the in-loop decisions, in measurement order.
     """
     cfg = config.check()
     H, W = sampler.shape
@@ -450,13 +453,15 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         spectra = measure(pos)
         return (posterior(spectra) if soft else classify(spectra)), spectra
 
-    post_log: list[np.ndarray] = []
+    post_log: list[np.ndarray] = []     # spectrum posteriors (n, L + 1)
+    dec_log: list[np.ndarray] = []      # phase probabilities of the in-loop decisions (n, L)
 
     def measure_record(pos, done=None, **kw):
         out, spectra = done if done is not None else measure_classify(pos)
         lab, pp = decide(pos, out)
         if soft:
             post_log.append(np.asarray(out, np.float64))
+            dec_log.append(pp)
         record(pos, lab, spectra, prob=pp, **kw)
 
     # 1. replay a journal, or measure the initial pattern
@@ -472,6 +477,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
             if soft:
                 post_log.append(np.asarray(posterior(sp), np.float64))
                 pp = decide(pos, post_log[-1], known_labels=lab)[1]
+                dec_log.append(pp)
             record(pos, lab, log=False, observe=i > 0, prob=pp)   # batch 0 is the initial pattern
         n_replayed = sampler.n_measured
     else:
@@ -537,4 +543,5 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         "epsilon": None if rule is None else rule.epsilon,
         "stop_threshold": cfg.stop_threshold,
         "posteriors": np.concatenate(post_log) if post_log else None,
+        "decided_probabilities": np.concatenate(dec_log) if dec_log else None,
     }

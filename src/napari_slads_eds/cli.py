@@ -120,6 +120,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--ill-fraction", type=float, default=d.ill_fraction,
                    help="fraction of ill-spectrum pixels in the simulated specimen (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
+    p.add_argument("--classifier-kind", choices=("cnn", "poisson"), default=d.classifier,
+                   help="the paper's NNR + CNN (default) or the count-aware Poisson likelihood classifier")
+    p.add_argument("--uncertainty", choices=("hard", "soft"), default=d.uncertainty,
+                   help="hard labels (the paper, default) or spatial decisions and probability votes")
     p.add_argument("--overlap", action="store_true",
                    help="choose the next batch while the current one is measured (pseudo-measurements)")
     p.add_argument("--stop-td", type=float, default=None, metavar="TD",
@@ -142,7 +146,9 @@ def _settings(args):
                        ill_fraction=args.ill_fraction, epochs=args.epochs, overlap=args.overlap,
                        stop_td=args.stop_td, erd=args.erd, upsample=getattr(args, "upsample", 1),
                        crop_bottom=getattr(args, "crop_bottom", 0),
-                       denoise=getattr(args, "denoise", RunSettings().denoise))
+                       denoise=getattr(args, "denoise", RunSettings().denoise),
+                       classifier=getattr(args, "classifier_kind", "cnn"),
+                       uncertainty=getattr(args, "uncertainty", "hard"))
 
 
 def _do_run(image, phases, args, train=None, spectra=None) -> int:

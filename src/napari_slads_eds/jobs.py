@@ -37,6 +37,19 @@ def train_classifier(ctx, references, out_dir, seed: int = 0, kind: str = "cnn",
 
         ctx.progress("classifier", 0, 1)
         keep = {k: v for k, v in train_kwargs.items() if k in ("bin_keV", "calibration", "pseudo_counts")}
+        lam = float(train_kwargs.get("noise_lambda", 2.0))
+        if lam > 0:
+            # the specimen adds Poisson(λ) counts per channel to every spectrum (SPEC 3.1): the
+            # phase shapes must carry that background too; copies of one reference stay together,
+            # so the train/validation halves keep apart
+            from .spectra import ReferenceSpectra
+
+            S = np.asarray(references.spectra, np.float64)
+            n = int(min(8, max(1, train_kwargs.get("n_noisy", 8))))
+            rng = np.random.default_rng([int(seed), 0x9A1])
+            aug = S[:, :, None, :] + rng.poisson(lam, size=S.shape[:2] + (n, S.shape[2]))
+            references = ReferenceSpectra(aug.reshape(S.shape[0], -1, S.shape[2]), references.axis,
+                                          references.phase_names)
         clf, report = PoissonPhaseClassifier.train(references, seed=seed, **keep)
         ctx.progress("classifier", 1, 1)
         out = Path(out_dir)
@@ -193,7 +206,7 @@ def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int,
         if soft:
             from .uncertainty import decide_static, reconstruct_soft
 
-            lab, pp = decide_static((H, W), pos[:n], prob[:n], k, alpha=cfg.prior_alpha, gamma=cfg.prior_gamma)
+            lab, pp = decide_static((H, W), pos[:n], prob[:n], k, alpha=cfg.prior_alpha, gamma=cfg.final_gamma)
             rec = reconstruct_soft((H, W), pos[:n], lab, pp, k)
         else:
             rec = reconstruct((H, W), pos[:n], labels[:n], n_phases, k)
@@ -208,7 +221,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
               journal_path=None, resume: bool = False, journal_settings: dict | None = None,
               baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float = 0.05,
-              prior_gamma: float = 4.0) -> dict:
+              prior_gamma: float = 1.0, final_gamma: float = 4.0) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -249,7 +262,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
                     initial_pattern=initial_pattern, batch=batch, batch_mode=batch_mode, overlap=overlap,
                     seed=seed, frame_interval=frame_interval, send_maps=send_maps,
                     stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction,
-                    uncertainty=uncertainty, prior_alpha=prior_alpha, prior_gamma=prior_gamma).check()
+                    uncertainty=uncertainty, prior_alpha=prior_alpha, prior_gamma=prior_gamma,
+                    final_gamma=final_gamma).check()
     H, W = specimen.shape
     P = H * W
     truth = getattr(specimen, "phase_map", None)
@@ -306,11 +320,12 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         from .uncertainty import decide_static, reconstruct_soft
 
         lab_f, pp_f = decide_static((H, W), positions, core["posteriors"], k, alpha=cfg.prior_alpha,
-                                    gamma=cfg.prior_gamma)
+                                    gamma=cfg.final_gamma, vote_prob=core["decided_probabilities"])
         recon = reconstruct_soft((H, W), positions, lab_f, pp_f, k)
         if truth is not None:
             td = float(np.mean(recon != truth))
-        refined = {"labels_in_loop": labels, "td_in_loop": sampler.td, "posteriors": core["posteriors"]}
+        refined = {"labels_in_loop": labels, "td_in_loop": sampler.td, "posteriors": core["posteriors"],
+                   "decided_probabilities": core["decided_probabilities"]}
         labels = lab_f
     truth_lab = specimen.labels[positions[:, 0], positions[:, 1]] if hasattr(specimen, "labels") else None
     result = {

@@ -82,6 +82,12 @@ class RunSettings:
         ERD regressor: least squares on polynomial features (SLADS) or an MLP (SLADS-Net).
     baseline_fractions : tuple of float
         Extra sampling fractions at which the static scans are evaluated.
+    classifier : {"cnn", "poisson"}
+        The paper's NNR + CNN (default on simulated objects of long-dwell spectra) or the
+        count-aware Poisson likelihood classifier (:mod:`napari_slads_eds.likelihood`).
+    uncertainty : {"hard", "soft"}
+        The paper's hard labels, or spatial phase decisions and probability votes
+        (:mod:`napari_slads_eds.uncertainty`).
     """
 
     size: int = 128
@@ -106,6 +112,8 @@ class RunSettings:
     upsample: int = 1
     erd: str = "linear"
     baseline_fractions: tuple = ()
+    classifier: str = "cnn"
+    uncertainty: str = "hard"
 
     def check(self) -> "RunSettings":
         if self.size < 8:
@@ -128,6 +136,10 @@ class RunSettings:
             raise InputError(f"the stopping rule's target TD must be in (0, 1), got {self.stop_td}")
         if self.batch_mode not in ("top", "pseudo"):
             raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
+        if self.classifier not in ("cnn", "poisson"):
+            raise InputError(f"--classifier-kind must be 'cnn' or 'poisson', got {self.classifier!r}")
+        if self.uncertainty not in ("hard", "soft"):
+            raise InputError(f"--uncertainty must be 'hard' or 'soft', got {self.uncertainty!r}")
         check_seed(self.seed, "--seed")
         check_int(self.denoise, "--denoise (median filter size in pixels; 0 or 1: none)", 0, MAX_DENOISE)
         check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
@@ -398,7 +410,8 @@ def _run_kwargs(s: RunSettings) -> dict:
     return dict(target_fraction=s.fraction, initial_fraction=s.initial_fraction,
                 initial_pattern=s.initial_pattern, batch=s.batch, batch_mode=s.batch_mode,
                 overlap=s.overlap, k=s.k, seed=s.seed, send_maps=False,
-                baseline_fractions=tuple(s.baseline_fractions))
+                baseline_fractions=tuple(s.baseline_fractions),
+                uncertainty="soft" if s.uncertainty == "soft" else None)
 
 
 def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) -> dict:
@@ -430,8 +443,8 @@ def run_experiment(exp: Experiment, out_dir, *, engine=None, on_message=None) ->
     cb = on_message or (lambda m: None)
     try:
         clf_report = eng.run("train_classifier", on_message=cb, references=exp.train_references,
-                             out_dir=str(out / CLASSIFIER_DIR), seed=s.seed,
-                             **({"epochs": s.epochs} if s.epochs else {}))
+                             out_dir=str(out / CLASSIFIER_DIR), seed=s.seed, kind=s.classifier,
+                             **({"epochs": s.epochs} if s.epochs and s.classifier == "cnn" else {}))
         erd_report = eng.run("train_erd", on_message=cb, label_images=exp.train_maps,
                              n_phases=exp.n_phases, out_path=str(out / ERD_FILE),
                              seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)),

@@ -28,7 +28,7 @@ from ._validation import InputError
 __all__ = ["write_run", "load_run", "plot_td_curve", "label_colours"]
 
 _ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels",
-           "posteriors", "labels_in_loop")
+           "posteriors", "labels_in_loop", "decided_probabilities")
 #: td_curve holds every step; result.json keeps at most this many points of it.
 MAX_JSON_CURVE = 5000
 

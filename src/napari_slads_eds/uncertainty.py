@@ -28,8 +28,11 @@ Soft reconstruction (non-measured pixels)
 local updates stay exact: a pixel's vote depends only on its k neighbours and their
 probabilities, as before on their labels); :func:`decide_static` and
 :func:`reconstruct_soft` do the same for a static scan (the baselines).  In the SLADS
-loop a measured pixel's decision sees only the measurements made before it; a static
-scan's decision sees all the others (leave one out), which favours the baselines, not SLADS.
+loop a measured pixel's decision sees only the measurements made before it (γ = 1); at the
+end of the run every measured pixel is decided again with all its neighbours, earlier and
+later (:func:`decide_static` with γ = 4, the neighbours voting with their in-loop phase
+probabilities).  A static scan's measurements are decided once, with all the others
+(leave one out, γ = 4, spectrum-only votes: of the variants tried, the best for Halton).
 """
 
 from __future__ import annotations
@@ -42,13 +45,18 @@ from .reconstruction import knn_exact, vote_weights
 from .sampling import Sampler
 
 __all__ = ["SoftSampler", "spatial_decision", "decide_static", "reconstruct_soft", "prob_votes",
-           "DEFAULT_ALPHA", "DEFAULT_GAMMA"]
+           "DEFAULT_ALPHA", "DEFAULT_GAMMA", "DEFAULT_LOOP_GAMMA"]
 
-#: Floor of the neighbourhood prior (α) and its weight (γ).  γ = 4 was chosen on the P45
-#: map, seed 0 (a full raster's TD: 0.099 with γ = 0, 0.044 with 1, 0.025 with 2, 0.017
-#: with 4 and 8; docs/real_maps.md); on high-count spectra the likelihood dominates anyway.
+#: Floor of the neighbourhood prior (α) and its weight (γ) in the final decisions (and
+#: those of the static scans); γ = 4 was chosen on the P45 map, seed 0 (a full raster's
+#: TD: 0.099 with γ = 0, 0.044 with 1, 0.025 with 2, 0.017 with 4 and 8; docs/real_maps.md).
+#: On high-count spectra the likelihood dominates anyway.
 DEFAULT_ALPHA = 0.05
 DEFAULT_GAMMA = 4.0
+#: γ of the decisions inside the SLADS loop: weaker, so that a measurement can still
+#: contradict the reconstruction it is tested against (with γ = 4 in the loop, the decisions
+#: follow the reconstruction and new measurements stop changing it: P45, seeds 0-3).
+DEFAULT_LOOP_GAMMA = 1.0
 
 
 def _check_prob(prob, n: int | None, L: int | None, name: str) -> np.ndarray:
@@ -61,7 +69,7 @@ def _check_prob(prob, n: int | None, L: int | None, name: str) -> np.ndarray:
     return p
 
 
-def spatial_decision(prob, share, *, alpha: float = DEFAULT_ALPHA, gamma: float = DEFAULT_GAMMA):
+def spatial_decision(prob, share, *, alpha: float = DEFAULT_ALPHA, gamma: float = DEFAULT_LOOP_GAMMA):
     """Phase labels of measured spectra from their posterior and the neighbours' votes.
 
     Parameters
@@ -119,7 +127,7 @@ def _argmax_votes(v: np.ndarray) -> np.ndarray:
 
 
 def decide_static(shape, positions, prob, k: int = 10, *, alpha: float = DEFAULT_ALPHA,
-                  gamma: float = DEFAULT_GAMMA):
+                  gamma: float = DEFAULT_GAMMA, vote_prob=None):
     """Spatial phase decisions for a static scan (every measured pixel sees all others).
 
     Parameters
@@ -130,12 +138,16 @@ def decide_static(shape, positions, prob, k: int = 10, *, alpha: float = DEFAULT
         Posteriors of the measured spectra.
     k : int
         Neighbours of the vote.
+    vote_prob : array_like, shape (n, L), optional
+        What each measurement votes with: by default its spectrum-only phase
+        probabilities; a SLADS run passes the phase probabilities of its in-loop decisions,
+        so that the final decisions refine the map the run explored instead of starting
+        over from the spectra alone.
 
     Returns
     -------
     labels : ndarray (n,) int16 and phase_prob : ndarray (n, L), as :func:`spatial_decision`.
-        The votes come from the other pixels' spectrum-only phase probabilities (their
-        ill-spectra do not vote).
+        The votes come from the other pixels (leave one out; ill-spectra do not vote).
     """
     H, W = check_grid_shape(shape)
     pos = check_positions(positions, (H, W))
@@ -144,6 +156,8 @@ def decide_static(shape, positions, prob, k: int = 10, *, alpha: float = DEFAULT
     k = check_int(k, "k", 1)
     good = p[:, 0] <= 0.5
     pp = p[:, 1:] / np.maximum(p[:, 1:].sum(axis=1, keepdims=True), 1e-300)
+    if vote_prob is not None:
+        pp = _check_prob(vote_prob, pos.shape[0], L, "vote probabilities")
     share = np.zeros((pos.shape[0], L))
     gp = pos[good]
     if gp.shape[0] > 1:
