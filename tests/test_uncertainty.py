@@ -276,3 +276,31 @@ def test_static_decisions_lower_td_on_noisy_labels(blobs):
     soft = reconstruct_soft((H, W), pos, lab, pp, 10)
     assert np.mean(lab != t) < 0.8 * np.mean(said != t)
     assert np.mean(soft != blobs) < 0.8 * np.mean(hard != blobs)
+
+
+def test_poisson_job_on_a_simulated_specimen(tmp_path, sample_dir):
+    """The engine job trains the Poisson classifier with the specimen's added Poisson(2)
+    background (numpy only, no TensorFlow): phases right, ill-spectra (Poisson(20) per
+    channel) found."""
+    from napari_slads_eds.jobs import train_classifier
+    from napari_slads_eds.spectra import bundled_standards, make_reference_spectra
+    from napari_slads_eds.specimen import SimulatedSpecimen
+
+    class JobCtx:
+        def progress(self, *a, **k):
+            pass
+
+    st = bundled_standards()
+    refs = make_reference_spectra([st["Si"], st["Fe"]], n_per_phase=12, seed=0)
+    rep = train_classifier(JobCtx(), refs, tmp_path / "clf", kind="poisson")
+    assert rep["kind"] == "poisson" and rep["misclassification"] == 0
+    clf = load_classifier(rep["path"])
+    pm = np.ones((16, 16), np.int16)
+    pm[:, 8:] = 2
+    spec = SimulatedSpecimen(pm, make_reference_spectra([st["Si"], st["Fe"]], n_per_phase=6, seed=9),
+                             ill_fraction=0.1, seed=1)
+    pos = np.stack(np.divmod(np.arange(256), 16), axis=1)
+    lab = clf.predict(spec.measure(pos))
+    assert np.array_equal(lab, spec.labels.reshape(-1))
+    with pytest.raises(InputError, match="kind"):
+        train_classifier(JobCtx(), refs, tmp_path / "x", kind="svm")
