@@ -44,3 +44,28 @@ def test_wheel_carries_the_top_level_manifest_and_sample_data(tmp_path):
     for f in (REPO / "sample_data").rglob("*"):
         if f.is_file():
             assert f"napari_slads_eds/sample_data/{f.relative_to(REPO / 'sample_data')}" in names
+
+
+PKG = REPO / "src" / "napari_slads_eds"
+
+
+def test_package_holds_no_symlinks():
+    links = [p.relative_to(REPO) for p in PKG.rglob("*") if p.is_symlink()]
+    assert links == [], f"symlinks break on Windows checkouts and in some sdists: {links}"
+    assert (PKG / "napari.yaml").is_file() and (PKG / "sample_data").is_dir()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_top_level_manifest_and_sample_data_are_copies_of_the_package_files():
+    # The package holds the real files (what a wheel installs and napari loads); the top
+    # level keeps copies for readers of the repository.  After editing either, copy it
+    # over the other:  cp napari.yaml src/napari_slads_eds/  (or the other way round).
+    assert (REPO / "napari.yaml").read_bytes() == (PKG / "napari.yaml").read_bytes(), \
+        "napari.yaml and src/napari_slads_eds/napari.yaml differ: copy the edited one over the other"
+    top, pkg = _tree(REPO / "sample_data"), _tree(PKG / "sample_data")
+    assert sorted(top) == sorted(pkg), "sample_data/ and src/napari_slads_eds/sample_data/ hold different files"
+    differ = [n for n in top if top[n] != pkg[n]]
+    assert differ == [], f"sample_data files differ between the top level and the package: {differ}"
