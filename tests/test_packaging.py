@@ -69,3 +69,58 @@ def test_top_level_manifest_and_sample_data_are_copies_of_the_package_files():
     assert sorted(top) == sorted(pkg), "sample_data/ and src/napari_slads_eds/sample_data/ hold different files"
     differ = [n for n in top if top[n] != pkg[n]]
     assert differ == [], f"sample_data files differ between the top level and the package: {differ}"
+
+
+def _requirements():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = [Requirement(r) for r in project["dependencies"]]
+    extras = {k: [Requirement(r) for r in v] for k, v in project["optional-dependencies"].items()}
+    return core, extras
+
+
+def _pins(name: str) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            n, v = line.split("==")
+            pins[canonicalize_name(n)] = v
+    return pins
+
+
+def test_core_dependencies_are_lower_bounds_only():
+    # Upper bounds and exact pins in the core move a user's napari environment or fail to
+    # install into it; exact versions belong in constraints.txt.
+    core, _ = _requirements()
+    capped = [str(r) for r in core if any(s.operator not in (">=", "!=") for s in r.specifier)]
+    assert capped == []
+    names = {r.name for r in core}
+    assert "tensorflow" in names and "tensorflow-cpu" not in names
+
+
+def test_constraints_pin_every_requirement_within_its_bounds():
+    from packaging.utils import canonicalize_name
+
+    core, extras = _requirements()
+    pins = _pins("constraints.txt")
+    for r in core + extras["testing"] + extras["all"]:
+        if r.marker is not None and not r.marker.evaluate():
+            continue
+        name = canonicalize_name(r.name)
+        assert name in pins, f"{r.name} is not pinned in constraints.txt (run tools/make_constraints.py)"
+        assert r.specifier.contains(pins[name]), f"constraints.txt pins {name}=={pins[name]} outside {r}"
+
+
+def test_readme_commands_install_with_the_constraints_file():
+    text = (REPO / "README.md").read_text()
+    for marker in ("demo-command", "test-command"):
+        block = text.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
+        cmd = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("```")]
+        assert len(cmd) == 1, f"the README's {marker} is one command line"
+        assert "pip install -c constraints.txt " in cmd[0], cmd[0]
