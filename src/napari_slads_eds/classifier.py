@@ -20,7 +20,9 @@ model (scale and offset fitted on the training data).  The models contain only b
 Keras layers and load with ``keras.saving.load_model(..., safe_mode=True)``; nothing is
 pickled.
 
-This module imports TensorFlow/Keras at import time.  It must only be imported inside the
+This module imports TensorFlow/Keras at import time (and has no other import side
+effects: the engine sets TensorFlow's environment and silences its start-up banners, see
+:func:`napari_slads_eds.engine._start_tensorflow`).  It must only be imported inside the
 spawned engine process, never in the napari (GUI) process: TensorFlow's bundled LLVM
 crashes Mesa's OpenGL there (see DESIGN.md).
 """
@@ -29,53 +31,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import layers
 from numpy.lib.stride_tricks import sliding_window_view
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow with file descriptor 2 silenced: TF and absl print start-up
-    banners ("oneDNN custom operations are on", "All log messages before
-    absl::InitializeLog()") straight to the C-level stderr.  Exceptions still propagate."""
-    import sys
-
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = None
-    if fd is None:
-        import tensorflow  # noqa: F401
-        return
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        import tensorflow  # noqa: F401
-        tensorflow.constant(0.0) + 1.0   # first op: the remaining banners print here
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_tensorflow_quietly()
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-
-from ._validation import InputError, check_spectra  # noqa: E402
-from .spectra import EnergyAxis, ReferenceSpectra  # noqa: E402
+from ._validation import InputError, check_spectra
+from .spectra import EnergyAxis, ReferenceSpectra
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
