@@ -124,3 +124,25 @@ def test_readme_commands_install_with_the_constraints_file():
         cmd = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("```")]
         assert len(cmd) == 1, f"the README's {marker} is one command line"
         assert "pip install -c constraints.txt " in cmd[0], cmd[0]
+
+
+def test_constraints_oldest_pins_the_lower_bounds():
+    # constraints-oldest.txt is the environment the lower bounds were tested in: every pin
+    # is a requirement's lower bound (release numbers compared, 2.3 == 2.3.0).
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    core, extras = _requirements()
+    bounds = {}
+    for r in core + extras["testing"] + extras["all"]:
+        lows = [s.version for s in r.specifier if s.operator == ">="]
+        if lows:
+            bounds[canonicalize_name(r.name)] = Version(lows[0])
+    oldest = _pins("constraints-oldest.txt")
+    assert {"numpy", "scipy", "scikit-image", "tensorflow", "keras", "napari"} <= set(oldest)
+    for name, pin in oldest.items():
+        assert name in bounds, f"constraints-oldest.txt pins {name}, which pyproject.toml does not bound"
+        assert Version(pin).release[:len(bounds[name].release)] == bounds[name].release \
+            and Version(pin) >= bounds[name], f"{name}: oldest pin {pin}, lower bound {bounds[name]}"
+    core_names = {canonicalize_name(r.name) for r in core}
+    assert core_names <= set(oldest), f"core lower bounds not tested: {sorted(core_names - set(oldest))}"
