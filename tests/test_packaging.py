@@ -41,6 +41,9 @@ def test_wheel_carries_the_top_level_manifest_and_sample_data(tmp_path):
         assert z.read("napari_slads_eds/napari.yaml").decode() == (REPO / "napari.yaml").read_text()
         ep = next(n for n in names if n.endswith("entry_points.txt"))
         assert "napari-slads-eds = napari_slads_eds:napari.yaml" in z.read(ep).decode()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        assert "Project-URL: Documentation, https://" in meta and "Classifier: Framework :: napari" in meta
+        assert "Requires-Dist: tensorflow>=" in meta and "tensorflow-cpu" not in meta
     for f in (REPO / "sample_data").rglob("*"):
         if f.is_file():
             assert f"napari_slads_eds/sample_data/{f.relative_to(REPO / 'sample_data')}" in names
@@ -146,3 +149,25 @@ def test_constraints_oldest_pins_the_lower_bounds():
             and Version(pin) >= bounds[name], f"{name}: oldest pin {pin}, lower bound {bounds[name]}"
     core_names = {canonicalize_name(r.name) for r in core}
     assert core_names <= set(oldest), f"core lower bounds not tested: {sorted(core_names - set(oldest))}"
+
+
+def test_manifest_reader_claims_eds_files_not_plain_images():
+    import yaml
+
+    for manifest in (REPO / "napari.yaml", PKG / "napari.yaml"):
+        (reader,) = yaml.safe_load(manifest.read_text())["contributions"]["readers"]
+        patterns = set(reader["filename_patterns"])
+        assert {"*.bcf", "*.msa", "*.hspy", "*.npz"} <= patterns
+        assert patterns.isdisjoint({"*.tif", "*.tiff", "*.png", "*.jpg", "*.jpeg", "*.bmp"}), patterns
+
+
+def test_napari_hub_metadata():
+    # The napari hub shows the summary, the README and these project URLs.
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert len(project["description"]) > 20 and project["readme"] == "README.md"
+    assert "Framework :: napari" in project["classifiers"]
+    urls = project["urls"]
+    for key in ("Documentation", "Source Code", "Bug Tracker", "User Support"):
+        assert urls.get(key, "").startswith("https://"), key
