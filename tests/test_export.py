@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import InputError
-from napari_slads_eds._reader import napari_get_reader, pixel_spectrum
+from napari_slads_eds._reader import napari_get_reader, pixel_spectrum, read_path
 from napari_slads_eds.export import export_run, is_export_file, load_export
 from napari_slads_eds.results import write_run
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards
@@ -161,10 +161,11 @@ def test_reader_opens_exports_runs_spectra_and_micrographs(tmp_path, run_result,
     msa = str(bundled_standards()["Fe"])
     (data, kw, kind), = napari_get_reader(msa)(msa)
     assert kind == "shapes" and kw["metadata"]["counts"].size == 4096
-    # a micrograph
+    # a micrograph: napari's own readers open plain images; read_path still reads it
     png = str(sample_dir / "sem_glass_sand_bubbles_bse.png")
-    (img, kw, kind), = napari_get_reader(png)(png)
-    assert kind == "image" and img.ndim == 2
+    assert napari_get_reader(png) is None
+    (img, kw, kind), = read_path(png)
+    assert kind == "image" and img.ndim == 2 and kw["metadata"]["kind"] == "micrograph"
     # not ours
     assert napari_get_reader(str(tmp_path / "x.csv")) is None
     foreign = tmp_path / "foreign.npz"

@@ -40,3 +40,23 @@ def test_viewer_opens_runs_maps_and_spectra_with_the_plugin(make_napari_viewer, 
     spec = viewer.open(str(bundled_standards()["Si"]), plugin="napari-slads-eds")
     assert type(spec[0]).__name__ == "Shapes"
     assert "tensorflow" not in sys.modules
+
+
+def test_plain_images_are_left_to_napari(make_napari_viewer, tmp_path):
+    from skimage.io import imsave
+
+    viewer = make_napari_viewer()
+    rgb = np.zeros((40, 41, 3), np.uint8)
+    rgb[..., 0] = 200                      # a red image: the plugin used to grey it
+    png = tmp_path / "photo.png"
+    imsave(png, rgb, check_contrast=False)
+    # plugin=None: napari picks among the readers that claim the file, as File > Open does
+    # (with two claimants, napari's and ours, it would have to ask)
+    (layer,) = viewer.open(str(png), plugin=None)
+    assert layer.rgb and layer.data.shape == (40, 41, 3)
+    assert layer.metadata.get("kind") != "micrograph"        # napari's reader, not ours
+    with pytest.raises(ValueError, match="not a compatible reader"):
+        viewer.open(str(png), plugin="napari-slads-eds")
+    # EDS files still open through the plugin without naming it
+    (spec,) = viewer.open(str(bundled_standards()["Si"]), plugin=None)
+    assert spec.metadata["kind"] == "eds_spectrum"

@@ -1,4 +1,4 @@
-"""napari reader contribution: EDS spectra, spectrum images, exported runs and micrographs.
+"""napari reader contribution: EDS spectra, spectrum images and exported runs.
 
 ``napari_get_reader(path)`` returns a reader for
 
@@ -15,8 +15,11 @@
   :func:`napari_slads_eds.export.export_run`) and ``run.npz`` of ``slads-eds run``:
   reconstruction and ground truth (Labels), mask (Image), measured positions (Points,
   spectra in ``metadata``);
-* **micrographs** (``.tif``/``.tiff``/``.png``/``.jpg``): a grey Image layer, scaled by
-  the pixel size RosettaSciIO finds in TIFF tags (FEI, Zeiss, ...).
+* **micrographs** (``.tif``/``.tiff``/``.png``/``.jpg``), through :func:`read_path` only:
+  a grey Image layer, scaled by the pixel size RosettaSciIO finds in TIFF tags (FEI,
+  Zeiss, ...).  :func:`napari_get_reader` declines plain images, and the manifest does
+  not claim them, so napari's own readers open them (no competing reader, no greying of
+  a colour image); the plugin's Phases widget reads micrographs itself.
 
 Never imports TensorFlow or Qt (the napari process must stay free of TensorFlow).
 """
@@ -35,18 +38,23 @@ __all__ = ["napari_get_reader", "read_path", "pixel_spectrum", "SPECTRUM_SUFFIXE
 #: Suffixes tried as EDS data (spectra, maps, runs).
 SPECTRUM_SUFFIXES = (".msa", ".emsa", ".ems", ".mas", ".bcf", ".spx", ".hspy", ".zspy", ".rpl",
                      ".spd", ".spc", ".emd", ".npz", ".pts")
-#: Suffixes read as micrographs.
+#: Suffixes :func:`read_path` reads as micrographs (not claimed by the napari reader).
 MICROGRAPH_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def napari_get_reader(path):
-    """The reader for ``path`` (a str, Path or a list of them), or None when not ours."""
+    """The reader for ``path`` (a str, Path or a list of them), or None when not ours.
+
+    Ours: EDS files and runs (:data:`SPECTRUM_SUFFIXES`; a ``.npz`` only if it holds
+    ``counts`` or ``result_json``).  Plain images (:data:`MICROGRAPH_SUFFIXES`) are not:
+    they are napari's (read them with :func:`read_path` to get a calibrated grey layer).
+    """
     paths = path if isinstance(path, (list, tuple)) else [path]
     if not paths:
         return None
     for p in paths:
         suf = Path(str(p)).suffix.lower()
-        if suf not in SPECTRUM_SUFFIXES + MICROGRAPH_SUFFIXES:
+        if suf not in SPECTRUM_SUFFIXES:
             return None
         if suf == ".npz" and not _is_our_npz(Path(str(p))):
             return None

@@ -20,7 +20,9 @@ model (scale and offset fitted on the training data).  The models contain only b
 Keras layers and load with ``keras.saving.load_model(..., safe_mode=True)``; nothing is
 pickled.
 
-This module imports TensorFlow/Keras at import time.  It must only be imported inside the
+This module imports TensorFlow/Keras at import time (and has no other import side
+effects: the engine sets TensorFlow's environment and silences its start-up banners, see
+:func:`napari_slads_eds.engine._start_tensorflow`).  It must only be imported inside the
 spawned engine process, never in the napari (GUI) process: TensorFlow's bundled LLVM
 crashes Mesa's OpenGL there (see DESIGN.md).
 """
@@ -29,53 +31,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import layers
 from numpy.lib.stride_tricks import sliding_window_view
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow with file descriptor 2 silenced: TF and absl print start-up
-    banners ("oneDNN custom operations are on", "All log messages before
-    absl::InitializeLog()") straight to the C-level stderr.  Exceptions still propagate."""
-    import sys
-
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = None
-    if fd is None:
-        import tensorflow  # noqa: F401
-        return
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        import tensorflow  # noqa: F401
-        tensorflow.constant(0.0) + 1.0   # first op: the remaining banners print here
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_tensorflow_quietly()
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-
-from ._validation import InputError, check_spectra  # noqa: E402
-from .spectra import EnergyAxis, ReferenceSpectra  # noqa: E402
+from ._validation import InputError, check_spectra
+from .spectra import EnergyAxis, ReferenceSpectra
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -108,9 +77,10 @@ _META_FILE = "classifier.json"
 #: Spectra per call of the compiled forward pass in :meth:`SpectrumClassifier.predict`.
 PREDICT_CHUNK = 2048
 #: Batches of at most this many spectra run through a numpy copy of the networks, which
-#: has far less per-call overhead than a TensorFlow graph (one spectrum: ~0.4 ms vs
-#: ~1.3 ms).  Kept small: larger numpy matmuls go multi-threaded in OpenBLAS and then
-#: contend with TensorFlow's spinning worker threads (10-200 ms stalls seen at 8 spectra).
+#: has far less per-call overhead than TensorFlow (measured in the engine by
+#: benchmarks/bench_forward.py, see :meth:`SpectrumClassifier._numpy_forward`).  Kept
+#: small: larger numpy matmuls go multi-threaded in OpenBLAS and then contend with
+#: TensorFlow's spinning worker threads (1.3-23 ms at 8 spectra, 1.6 ms compiled).
 NUMPY_MAX_BATCH = 4
 
 
@@ -462,7 +432,25 @@ class SpectrumClassifier:
         """The compiled TF forward pass recomputed in numpy (small batches: less overhead).
 
         ``xs``: stabilised spectra (n, p) float32 -> (variance (n,), probabilities (n, L)),
-        float32; agrees with the TF pass to float32 round-off.
+        float32; agrees with the TF pass to float32 round-off (largest probability
+        difference 6e-8).
+
+        Kept because it is clearly faster for the batches a pointwise or small-batch run
+        classifies.  Measured in the engine process (``benchmarks/bench_forward.py``,
+        p = 2048, L = 3, 2 cores shared with other work, median ms per call of 200)::
+
+            n spectra   numpy   model(x, training=False)   compiled tf.function
+            1           0.24    15                         0.95
+            2           0.33    16                         1.2
+            4           0.54    16                         1.3
+            8           1.3     16                         1.6
+            16          5.9     21                         1.8
+
+        (a run under heavier load gave the same ranking up to 4 spectra, and 23 ms for the
+        numpy copy at 8), so up to :data:`NUMPY_MAX_BATCH` = 4 spectra use this copy
+        (2.5-4x faster than the compiled pass, 30-60x faster than calling the Keras
+        models), larger batches the compiled ``tf.function`` (``model(x, training=False)``
+        is never the fastest).
         """
         w = self._np_weights
         sc, off = w["rescale_detector"]

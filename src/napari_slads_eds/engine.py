@@ -96,9 +96,47 @@ def _watch_parent() -> None:
             os._exit(3)
 
 
-def _engine_main(in_q, out_q, running, stop) -> None:
+def _start_tensorflow() -> None:
+    """Engine start-up: TensorFlow's environment, then TensorFlow imported with fd 2 silenced.
+
+    Runs once in the engine process, before the first job, so that no library module has
+    side effects when imported: ``KERAS_BACKEND=tensorflow`` and ``TF_CPP_MIN_LOG_LEVEL=3``
+    (unless already set), then ``import tensorflow`` and a first op with the C-level
+    stderr on ``/dev/null``: TensorFlow and absl print start-up banners there ("oneDNN
+    custom operations are on", "All log messages before absl::InitializeLog()", and with
+    the GPU-capable wheel on a machine without CUDA "Could not find cuda drivers").  An
+    import error is not raised here: the job that needs TensorFlow imports it again and
+    reports the error to the parent.
+    """
+    import sys
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    saved = devnull = None
+    if fd is not None:
+        saved = os.dup(fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+    try:
+        import tensorflow
+
+        tensorflow.constant(0.0) + 1.0   # first op: the remaining banners print here
+    except Exception:
+        pass
+    finally:
+        if fd is not None:
+            os.dup2(saved, fd)
+            os.close(saved)
+            os.close(devnull)
+
+
+def _engine_main(in_q, out_q, running, stop) -> None:
     threading.Thread(target=_watch_parent, daemon=True).start()
+    _start_tensorflow()
     from . import jobs
     from ._validation import InputError
 
@@ -192,7 +230,8 @@ class Engine:
     Parameters
     ----------
     start : bool
-        Start the process now (it imports TensorFlow lazily, when a job needs it).
+        Start the process now; it imports TensorFlow at start-up (a few seconds, while
+        the parent goes on), then serves jobs.
     """
 
     _ids = itertools.count(1)

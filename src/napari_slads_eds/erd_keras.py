@@ -40,7 +40,6 @@ def fit_mlp(features: np.ndarray, rd: np.ndarray, c: float, seed: int = 0, *, hi
     -------
     MLPERD
     """
-    from .classifier import _import_tensorflow_quietly  # noqa: F401  (quiet TF start-up)
     import keras
 
     keras.utils.set_random_seed(int(seed))

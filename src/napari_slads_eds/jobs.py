@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError
-from .engine import JobCancelled
 
 __all__ = ["JOBS", "resolve", "train_classifier", "train_erd_job", "run_slads", "classify"]
 
@@ -68,7 +67,10 @@ def train_classifier(ctx, references, out_dir, seed: int = 0, kind: str = "cnn",
         clf, report = SpectrumClassifier.train(references, seed=seed, progress=progress,
                                                should_stop=lambda: ctx.stop_requested, **train_kwargs)
     except TrainingCancelled:
-        raise JobCancelled() from None
+        # training stopped because a stop was requested: the context raises the engine's
+        # JobCancelled (jobs do not import the engine, which imports them)
+        ctx.checkpoint()
+        raise
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clf.save(out)
