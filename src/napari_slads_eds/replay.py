@@ -929,7 +929,7 @@ def add_replay_parser(sub) -> None:
 def replay_command(args) -> int:
     """Run ``slads-eds replay`` (or ``slads-eds export``) from parsed arguments (see
     :func:`add_replay_parser`)."""
-    from .cli import _table, run_with_progress
+    from ._console import _table, run_with_progress
 
     if args.command == "export":
         from .export import export_command
