@@ -19,7 +19,8 @@ distributed = pytest.importorskip("distributed")
 
 FRACTIONS = (0.05, 0.1, 0.2)
 TINY = dict(fractions=FRACTIONS, strategies=("slads", "halton", "random"), seeds=(0, 1), size=32,
-            downsample=2, epochs=1)
+            downsample=2, epochs=1, c_values=(8,),
+            classifier_options=dict(n_noisy=8, n_noisy_val=4, detector_epochs=2))   # quick training
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +127,25 @@ def test_resume_runs_only_missing_tasks(first, client, images):
     assert (again["seconds"][kept_ids] == table["seconds"][kept_ids]).all()
 
 
-def test_cli_sweep_on_finished_folder_prints_summary(first, images, capsys):
+def test_cli_sweep_on_finished_folder_prints_summary(first, images, capsys, monkeypatch):
+    import importlib
+
     from napari_slads_eds.cli import main
 
+    sweep_module = importlib.import_module("napari_slads_eds.sweep")   # (the package's ``sweep`` is the function)
+
     out, _ = first
-    code = main(["sweep", "--images", *images, "--phases", "2", "--fractions", "0.05", "0.1", "0.2",
-                 "--seeds", "0", "1", "--size", "32", "--epochs", "1", "--out", str(out), "--quiet"])
-    assert code == 0
-    shown = capsys.readouterr().out
-    assert "TD at 20 %" in shown and "slads (linear, batch 1, initial halton)" in shown
+    argv = ["sweep", "--images", *images, "--phases", "2", "--fractions", "0.05", "0.1", "0.2",
+            "--seeds", "0", "1", "--size", "32", "--epochs", "1", "--c-values", "8", "--out", str(out), "--quiet"]
+    assert main(argv) == 2                # the test's quick classifier options are not the CLI's
+    assert "other settings: classifier_options" in capsys.readouterr().err
+    real = sweep_module.sweep
+    monkeypatch.setattr(sweep_module, "sweep", lambda *a, **kw: real(
+        *a, **kw, classifier_options=TINY["classifier_options"]))
+    assert main(argv) == 0                # every task finished: the summary, no cluster needed
+    shown = capsys.readouterr()
+    assert "TD at 20 %" in shown.out and "slads (linear, batch 1, initial halton)" in shown.out
+    assert "12 of 18 tasks failed" in shown.err
 
 
 def test_resume_refuses_other_fixed_settings(first, images):

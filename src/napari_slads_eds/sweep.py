@@ -113,6 +113,11 @@ class SweepConfig:
         Median filter size before segmentation.
     crop_bottom : int
         Data-bar rows removed from every micrograph.
+    c_values : tuple of float
+        Candidates for the ERD model's c (empty: the default 2, 4, 8, 16, 32).
+    classifier_options : dict
+        Further keyword arguments of :meth:`SpectrumClassifier.train` (``n_noisy``,
+        ``detector_epochs``, ...), e.g. for a quick test.
     """
 
     images: list = field(default_factory=list)
@@ -135,6 +140,8 @@ class SweepConfig:
     ill_fraction: float = 0.01
     denoise: int = 5
     crop_bottom: int = 0
+    c_values: tuple = ()
+    classifier_options: dict = field(default_factory=dict)
 
     def check(self) -> "SweepConfig":
         """Validate and normalise (sorted, de-duplicated axes) in place; return self.
@@ -178,6 +185,14 @@ class SweepConfig:
             raise InputError(f"ill_fraction must be in [0, 1), got {self.ill_fraction}")
         self.denoise = check_int(self.denoise, "--denoise", 0, 63)
         self.crop_bottom = check_int(self.crop_bottom, "--crop-bottom", 0)
+        if self.c_values:
+            from .erd import check_c_values
+
+            self.c_values = tuple(float(c) for c in check_c_values(self.c_values))
+        allowed = {"n_noisy", "n_noisy_val", "n_ill_val", "detector_epochs", "batch_size", "learning_rate"}
+        if not isinstance(self.classifier_options, dict) or set(self.classifier_options) - allowed:
+            raise InputError(f"classifier_options: expected a dict with keys among {sorted(allowed)}, "
+                             f"got {self.classifier_options!r}")
         return self
 
     def fixed(self) -> dict:
@@ -454,7 +469,7 @@ def _train_classifier_task(cfg: SweepConfig) -> dict:
     from .classifier import SpectrumClassifier
 
     train_refs, _ = _references(cfg)
-    clf, report = SpectrumClassifier.train(train_refs, seed=cfg.model_seed,
+    clf, report = SpectrumClassifier.train(train_refs, seed=cfg.model_seed, **cfg.classifier_options,
                                            **({"epochs": cfg.epochs} if cfg.epochs else {}))
     with tempfile.TemporaryDirectory() as d:
         clf.save(d)
@@ -477,7 +492,7 @@ def _train_erd_task(cfg: SweepConfig, kind: str) -> dict:
     maps, skipped = _training_maps(cfg)
     if not maps:
         raise InputError("no micrograph gives an ERD training region: " + "; ".join(skipped))
-    kwargs = {}
+    kwargs = {"c_values": cfg.c_values} if cfg.c_values else {}
     if kind == "mlp":
         from .erd_keras import fit_mlp
 
@@ -1048,6 +1063,8 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--model-seed", type=int, default=d.model_seed,
                    help="seed of the reference spectra and the model training (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
+    p.add_argument("--c-values", nargs="+", type=float, default=None, metavar="C",
+                   help="candidates for the ERD model's c, chosen by a simulated run (default 2 4 8 16 32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -1060,7 +1077,8 @@ def sweep_command(args) -> int:
                   strategies=args.strategies, erd=args.erd, batch=args.batch, initial=args.initial,
                   seeds=args.seeds, size=args.size, downsample=args.downsample, scheduler=args.scheduler,
                   workers=args.workers, target_td=args.target_td, dwell=args.dwell, train=args.train or (),
-                  model_seed=args.model_seed, epochs=args.epochs, progress=not args.quiet, log=log)
+                  model_seed=args.model_seed, epochs=args.epochs, c_values=tuple(args.c_values or ()),
+                  progress=not args.quiet, log=log)
     print((Path(args.out) / SUMMARY_FILE).read_text())
     n_err = int((table["status"] != "ok").sum())
     if n_err:
