@@ -1053,7 +1053,8 @@ def _plots(out: Path, table, cfg: SweepConfig) -> None:
         ax.plot(x, per_img.median().to_numpy(), marker="o", label=s)
         ax.fill_between(x, per_img.min().to_numpy(), per_img.max().to_numpy(), alpha=0.2)
     ax.axhline(cfg.target_td, color="grey", ls=":", lw=1, label=f"target TD {cfg.target_td:g}")
-    ax.set_yscale("log")
+    ax.set_yscale("symlog", linthresh=1.0 / (cfg.size * cfg.size))   # TD 0 (no wrong pixel) shows
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("sampling fraction (%)")
     ax.set_ylabel("TD (fraction of wrong pixels)")
     ax.set_title(f"TD vs fraction: median over {ok['image'].nunique()} image(s), band = image range")
