@@ -17,6 +17,9 @@ from napari_slads_eds.sweep import (ROWS_DIR, SUMMARY_FILE, TABLE_FILE, SweepCon
 
 distributed = pytest.importorskip("distributed")
 
+# the Dask workers import TensorFlow (classifier), like the engine process; about a minute in all
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
 FRACTIONS = (0.05, 0.1, 0.2)
 TINY = dict(fractions=FRACTIONS, strategies=("slads", "halton", "random"), seeds=(0, 1), size=32,
             downsample=2, epochs=1, c_values=(8,),
