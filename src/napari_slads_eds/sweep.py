@@ -877,8 +877,11 @@ def _run_todo(client, out: Path, cfg: SweepConfig, todo: list, rows: dict, progr
                 models["erd"][kind] = res["bytes"]
                 reports[f"erd_{kind}"] = res["report"]
         _write_models(out, models, reports)
-        log(f"models trained in {time.perf_counter() - t:.1f} s (misclassification "
-            f"{reports.get('classifier', {}).get('misclassification', float('nan')):.4f})")
+        m = reports.get("classifier", {}).get("misclassification", float("nan"))
+        log(f"models trained in {time.perf_counter() - t:.1f} s (classifier misclassification {m:.4f})")
+        if m > 0.05:
+            log(f"warning: the classifier misclassifies {100 * m:.0f} % of its validation spectra; "
+                f"the phase maps can be no better than their labels (more --epochs?)")
     digest = hashlib.sha1(b"".join(models["classifier"][n] for n in sorted(models["classifier"]))
                           + b"".join(models["erd"][k] for k in sorted(models["erd"]))).hexdigest()[:16]
     plugin_name = f"slads-eds-sweep-models-{digest}"
@@ -961,7 +964,10 @@ def _table(cfg: SweepConfig, tasks: list, rows: dict):
 def _write_outputs(out: Path, cfg: SweepConfig, table, seconds: float) -> None:
     table.to_parquet(out / TABLE_FILE, index=False)
     table.drop(columns=["curve_fraction", "curve_td"]).to_csv(out / CSV_FILE, index=False)
-    text = summarise(table, cfg, seconds=seconds)
+    rp = out / MODELS_DIR / "reports.json"
+    reports = json.loads(rp.read_text()) if rp.is_file() else {}
+    text = summarise(table, cfg, seconds=seconds,
+                     misclassification=reports.get("classifier", {}).get("misclassification"))
     _atomic_write(out / SUMMARY_FILE, text.encode())
     _plots(out, table, cfg)
 
@@ -972,7 +978,8 @@ def _setting(r) -> str:
     return f"slads ({r['erd']}, batch {int(r['batch'])}, initial {r['initial']})"
 
 
-def summarise(table, cfg: SweepConfig, *, seconds: float | None = None) -> str:
+def summarise(table, cfg: SweepConfig, *, seconds: float | None = None,
+              misclassification: float | None = None) -> str:
     """The sweep's ``summary.md``: per strategy and setting, TD at every fraction (mean over
     images and seeds, with the spread of the per-image means), and the sampling fraction
     and beam time at which the target TD is reached, against a raster scan and Halton.
@@ -984,6 +991,8 @@ def summarise(table, cfg: SweepConfig, *, seconds: float | None = None) -> str:
     cfg : SweepConfig
     seconds : float, optional
         Wall time of this invocation, for the header.
+    misclassification : float, optional
+        The classifier's validation misclassification (a warning above 5 %).
     """
     df = table.copy()
     ok = df[df["status"] == "ok"].copy()
@@ -995,7 +1004,13 @@ def summarise(table, cfg: SweepConfig, *, seconds: float | None = None) -> str:
              f"micrograph(s), {cfg.phases} phases, {cfg.size}x{cfg.size} grid (downsample {cfg.downsample}), "
              f"seeds {list(cfg.seeds)}; dwell {cfg.dwell:g} s per spectrum, so a full raster map takes "
              f"{raster_s:g} s of beam time." + (f" Wall time of this run: {seconds:.1f} s." if seconds else ""),
-             "", "## TD per sampling fraction", "",
+             ""]
+    if misclassification is not None:
+        lines += [f"Classifier: {100 * misclassification:.2f} % of its validation spectra misclassified."
+                  + (" **Warning: above 5 %; the phase maps can be no better than their labels (more "
+                     "--epochs?), so these TDs say more about the classifier than about the sampling.**"
+                     if misclassification > 0.05 else ""), ""]
+    lines += ["## TD per sampling fraction", "",
              "Mean TD over images and seeds; in brackets the lowest and highest mean of one image.", ""]
     fr = [_td_column(f) for f in cfg.fractions]
     lines.append("| strategy | tasks | " + " | ".join(f"TD at {100 * f:g} %" for f in cfg.fractions) + " |")
