@@ -23,6 +23,7 @@ from .results import load_run, write_run
 from .sampling import Sampler, halton_order, initial_positions, random_order
 from .segmentation import majority_downsample, read_micrograph, segment_phases, split_regions
 from .specimen import SimulatedSpecimen
+from .sweep import sweep
 from .spectra import EnergyAxis, ReferenceSpectra, Spectrum, make_reference_spectra, read_spectrum
 
 __all__ = [
@@ -33,5 +34,5 @@ __all__ = [
     "Sampler", "halton_order", "initial_positions", "random_order",
     "majority_downsample", "read_micrograph", "segment_phases", "split_regions",
     "SimulatedSpecimen", "EnergyAxis", "ReferenceSpectra", "Spectrum", "make_reference_spectra",
-    "read_spectrum",
+    "read_spectrum", "sweep",
 ]

@@ -190,6 +190,8 @@ def main(argv=None) -> int:
 
     from .replay import add_replay_parser  # slads-eds replay and export (in replay.py, export.py)
     add_replay_parser(sub)
+    from .sweep import add_sweep_parser  # slads-eds sweep (in sweep.py)
+    add_sweep_parser(sub)
 
     args = ap.parse_args(argv)
     try:
@@ -202,6 +204,9 @@ def main(argv=None) -> int:
         if args.command in ("replay", "export"):
             from .replay import replay_command
             return replay_command(args)
+        if args.command == "sweep":
+            from .sweep import sweep_command
+            return sweep_command(args)
         if args.command == "run":
             return _do_run(args.image, args.phases, args, train=args.train, spectra=args.spectra)
         if args.command == "resume":
