@@ -16,6 +16,7 @@ Set-ups (--configs):
   poisson-hard     Poisson likelihood classifier, hard labels, ERD on the micrograph
   poisson-soft     Poisson classifier, spatial decisions + probability votes, ERD on the micrograph
   poisson-soft-ei  as poisson-soft, ERD trained on the map's own electron (BSE) image (default)
+  poisson-soft-ei-u3  as poisson-soft-ei, ERD raised 3x where the votes are split (not by default)
 
 Real maps: the Bruker P45 map of ../shared/data (GPL, not bundled; found next to the
 repository or through $SLADS_EDS_SHARED_DATA) and any files given with --maps.  No package
@@ -47,6 +48,8 @@ CONFIGS = {
     "poisson-hard": dict(classifier_kind="poisson", uncertainty=None, erd_training="micrograph"),
     "poisson-soft": dict(classifier_kind="poisson", uncertainty="soft", erd_training="micrograph"),
     "poisson-soft-ei": dict(classifier_kind="poisson", uncertainty="soft", erd_training="electron-image"),
+    "poisson-soft-ei-u3": dict(classifier_kind="poisson", uncertainty="soft", erd_training="electron-image",
+                               erd_uncertainty_weight=3.0),
 }
 
 
@@ -105,7 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     ap.add_argument("--dwells", type=float, nargs="+", default=[1.0, 0.25],
                     help="dwell as a fraction of the full measurement dwell (1 - training share)")
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=[c for c in CONFIGS if not c.endswith("-u3")],
+                    choices=list(CONFIGS))
+    ap.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     ap.add_argument("--out", default=str(ROOT / "docs" / "real_maps.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "images" / "real_maps_td.png"))
     a = ap.parse_args(argv)
@@ -129,7 +134,8 @@ def main(argv=None) -> int:
                 erd_cache, exp_cache, clf_cache = {}, {}, {}
                 for dwell in a.dwells:
                     for cname in a.configs:
-                        cfg = CONFIGS[cname]
+                        cfg = dict(CONFIGS[cname])
+                        beta = cfg.pop("erd_uncertainty_weight", 0.0)
                         s = ReplaySettings(fraction=fmax, seed=seed, dwell=0.8 * dwell, **cfg)
                         key = (dwell, cfg["erd_training"])
                         if key not in exp_cache:
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
                         t0 = time.perf_counter()
                         res = eng.run("run_slads", specimen=exp.specimen, classifier=clf["path"],
                                       erd_model=erd["path"], target_fraction=fmax, seed=seed, send_maps=False,
-                                      uncertainty=cfg["uncertainty"], baseline_fractions=tuple(a.fractions))
+                                      uncertainty=cfg["uncertainty"], baseline_fractions=tuple(a.fractions),
+                                      **({"erd_uncertainty_weight": beta} if beta else {}))
                         res["_truth"] = exp.truth
                         soft = cfg["uncertainty"] == "soft"
                         row = {"map": name, "seed": seed, "dwell": dwell, "config": cname,
@@ -172,6 +179,8 @@ def main(argv=None) -> int:
     finally:
         eng.close()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    if a.append and Path(a.out).is_file():
+        rows = json.loads(Path(a.out).read_text())["rows"] + rows
     Path(a.out).write_text(json.dumps({"fractions": a.fractions, "rows": rows,
                                        "seconds": time.perf_counter() - t_all}, indent=1))
     print(markdown(rows, a.fractions))

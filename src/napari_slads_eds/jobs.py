@@ -223,7 +223,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
               journal_path=None, resume: bool = False, journal_settings: dict | None = None,
               baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float = 0.05,
-              prior_gamma: float = 1.0, final_gamma: float = 4.0) -> dict:
+              prior_gamma: float = 1.0, final_gamma: float = 4.0, erd_uncertainty_weight: float = 0.0) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -235,7 +235,9 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
 
     With ``uncertainty="soft"``, measured labels are spatial decisions from the spectra's
     posteriors and the phase probabilities vote in the reconstruction
-    (:mod:`napari_slads_eds.uncertainty`), for SLADS and the static scans alike.
+    (:mod:`napari_slads_eds.uncertainty`), for SLADS and the static scans alike;
+    ``erd_uncertainty_weight`` β > 0 raises the ERD where the votes are split
+    (:meth:`~napari_slads_eds.uncertainty.SoftSampler._predict`).
 
     Streams ``baseline`` messages (static random / Halton scans through the same
     classifier and reconstruction), then ``frame`` messages (new positions and labels, TD,
@@ -272,7 +274,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     if cfg.uncertainty == "soft":
         from .uncertainty import SoftSampler
 
-        sampler = SoftSampler((H, W), L, erd, k=k, truth=truth)
+        sampler = SoftSampler((H, W), L, erd, k=k, truth=truth, uncertainty_weight=erd_uncertainty_weight)
     else:
         sampler = Sampler((H, W), L, erd, k=k, truth=truth)
     target = max(1, int(round(target_fraction * P)))
