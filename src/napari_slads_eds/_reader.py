@@ -114,7 +114,8 @@ def _spectrum_image_layers(si) -> list[tuple]:
     scale = (si.pixel_size, si.pixel_size) if si.pixel_size else (1.0, 1.0)
     meta = {"kind": "eds_spectrum_image", "spectra": si.counts, "energy_axis": si.axis.to_dict(),
             "beam_energy_keV": si.beam_energy_keV, "live_time_s": si.live_time_s,
-            "pixel_units": si.pixel_units, "file": si.metadata.get("file", "")}
+            "pixel_units": si.pixel_units, "pixel_size": si.pixel_size, "file": si.metadata.get("file", ""),
+            "name": si.name, "images": {str(k): np.asarray(v) for k, v in si.images.items()}}
     layers = [(si.total_counts.astype(np.float32),
                {"name": f"{si.name} (total counts)", "scale": scale, "colormap": "magma",
                 "metadata": meta}, "image")]

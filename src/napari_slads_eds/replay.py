@@ -71,6 +71,7 @@ __all__ = [
     "erd_training_images",
     "prepare_replay",
     "run_replay",
+    "spectrum_image_from_layer",
     "add_replay_parser",
     "replay_command",
 ]
@@ -799,8 +800,46 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
     return ReplayExperiment(s, L, si, truth, specimen, refs, erd_imgs, source)
 
 
+def spectrum_image_from_layer(metadata: dict, name: str = "") -> SpectrumImage:
+    """The :class:`~napari_slads_eds.eds_io.SpectrumImage` behind a spectrum-image layer of
+    this plugin's reader (its ``metadata``: spectra (H, W, p), energy_axis, beam energy,
+    pixel size, co-registered images).
+
+    Raises
+    ------
+    InputError
+        Metadata that is not a spectrum image's.
+    """
+    if not isinstance(metadata, dict) or "spectra" not in metadata or "energy_axis" not in metadata:
+        raise InputError("not a spectrum-image layer: open a map (.bcf, .hspy, .npz, ...) with the "
+                         "napari-slads-eds reader; its total-counts layer carries the spectra")
+    try:
+        axis = EnergyAxis.from_dict(metadata["energy_axis"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"spectrum-image layer: bad energy axis ({exc})") from exc
+    return SpectrumImage(np.asarray(metadata["spectra"]), axis, metadata.get("beam_energy_keV"),
+                         metadata.get("live_time_s"), metadata.get("pixel_size"),
+                         str(metadata.get("pixel_units") or ""), dict(metadata.get("images") or {}),
+                         str(metadata.get("name") or name), {"file": str(metadata.get("file", ""))})
+
+
+class InProcessEngine:
+    """``engine.run(name, **kwargs)`` calling the jobs directly, for code that already runs
+    inside the engine process (the ``replay`` job: :func:`run_replay` there)."""
+
+    def __init__(self, ctx, resolve):
+        self.ctx = ctx
+        self.resolve = resolve          # job name -> function (jobs.resolve; passed in, no import cycle)
+
+    def run(self, name, on_message=None, **kwargs):
+        return self.resolve(name)(self.ctx, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
 def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True,
-               baseline_fractions=()) -> dict:
+               baseline_fractions=(), send_maps: bool = False) -> dict:
     """Train (classifier on the training share, ERD on other label images), run SLADS and
     the static baselines on the replayed map, write the results.
 
@@ -842,7 +881,7 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
         result = eng.run("run_slads", on_message=cb, specimen=exp.specimen, classifier=clf_path,
                          erd_model=erd_report["path"], target_fraction=s.fraction,
                          initial_fraction=s.initial_fraction, initial_pattern=s.initial_pattern,
-                         batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=False,
+                         batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=send_maps,
                          uncertainty=s.uncertainty, baseline_fractions=tuple(baseline_fractions),
                          journal_path=str(out / "journal.h5"),
                          journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}})
