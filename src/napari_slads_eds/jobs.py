@@ -368,16 +368,6 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     return result
 
 
-def replay_job(ctx, experiment, out_dir, export: bool = True) -> dict:
-    """A whole replay in the engine process (the napari Run tab's real-map replay):
-    :func:`napari_slads_eds.replay.run_replay` with the classifier and ERD training and the
-    run as direct calls, streaming progress and ``frame`` messages with the maps.  Writes
-    ``out_dir`` as ``slads-eds replay`` does and returns its result."""
-    from .replay import InProcessEngine, run_replay
-
-    return run_replay(experiment, out_dir, engine=InProcessEngine(ctx, resolve), export=export, send_maps=True)
-
-
 def call(ctx, target: str, kwargs: dict | None = None):
     """Call ``module:function`` with ``kwargs`` (for tests and scripts)."""
     mod, _, fn = target.partition(":")
@@ -414,7 +404,9 @@ JOBS = {
     "train_classifier": train_classifier,
     "train_erd": train_erd_job,
     "run_slads": run_slads,
-    "replay": replay_job,
+    # jobs that live with the code they drive, imported by name when first used (the replay
+    # module also starts engines of its own, so a static import here would be a cycle)
+    "replay": "napari_slads_eds.replay:replay_job",
     "classify": classify,
     "call": call,
 }
@@ -423,6 +415,10 @@ JOBS = {
 def resolve(name: str):
     """The job function registered as ``name``."""
     try:
-        return JOBS[name]
+        job = JOBS[name]
     except KeyError:
         raise InputError(f"unknown engine job {name!r}; known: {sorted(JOBS)}") from None
+    if isinstance(job, str):
+        mod, _, fn = job.partition(":")
+        job = JOBS[name] = getattr(importlib.import_module(mod), fn)
+    return job

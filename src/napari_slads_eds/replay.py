@@ -838,6 +838,16 @@ class InProcessEngine:
         pass
 
 
+def replay_job(ctx, experiment, out_dir, export: bool = True) -> dict:
+    """Engine job ``replay`` (the napari widget's real-map replay): :func:`run_replay` inside
+    the engine process, the classifier and ERD training and the run called directly,
+    streaming progress and ``frame`` messages with the maps.  Writes ``out_dir`` as
+    ``slads-eds replay`` does and returns its result."""
+    from .jobs import resolve
+
+    return run_replay(experiment, out_dir, engine=InProcessEngine(ctx, resolve), export=export, send_maps=True)
+
+
 def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True,
                baseline_fractions=(), send_maps: bool = False) -> dict:
     """Train (classifier on the training share, ERD on other label images), run SLADS and
