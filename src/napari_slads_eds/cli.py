@@ -271,6 +271,8 @@ def main(argv=None) -> int:
 
     from .replay import add_replay_parser  # slads-eds replay and export (in replay.py, export.py)
     add_replay_parser(sub)
+    from .microscope_cli import add_microscope_parsers  # slads-eds serve and acquire (microscope_cli.py)
+    add_microscope_parsers(sub)
 
     args = ap.parse_args(argv)
     try:
@@ -283,6 +285,9 @@ def main(argv=None) -> int:
         if args.command in ("replay", "export"):
             from .replay import replay_command
             return replay_command(args)
+        if args.command in ("serve", "acquire"):
+            from .microscope_cli import microscope_command
+            return microscope_command(args)
         if args.command == "run":
             return _do_run(args.image, args.phases, args, train=args.train, spectra=args.spectra)
         if args.command == "resume":
@@ -307,6 +312,9 @@ def main(argv=None) -> int:
         out = getattr(args, "out", None) or getattr(args, "dir", None)
         hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"
                 if out and args.command in ("run", "demo", "resume") and (Path(out) / JOURNAL_NAME).exists() else "")
+        if args.command == "acquire" and out and (Path(out) / JOURNAL_NAME).exists():
+            hint = (f"; every measurement so far is in {out}/journal.h5: continue with the same "
+                    f"'slads-eds acquire' command and --resume")
         print(f"slads-eds: cancelled{hint}", file=sys.stderr)
         return 130
     return 0
