@@ -466,3 +466,34 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "specimen file not found" in err[0] and "models/erd_model.npz is missing" in err[1]
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_cli_acquire_against_serve_equals_the_run_it_took_its_models_from(sample_dir, tmp_path, capsys):
+    """slads-eds acquire (engine, Keras classifier) against the reference server serving a run's
+    specimen: the same selections, mask and TD as the run itself, and --resume measures nothing."""
+    from napari_slads_eds.cli import main
+    from napari_slads_eds.pipeline import RunSettings, prepare_experiment, run_experiment
+
+    exp = prepare_experiment(sample_dir / "sem_nanoporous_gold_inlens.png", 2,
+                             RunSettings(size=32, downsample=4, fraction=0.2, seed=3, epochs=3))
+    ref = run_experiment(exp, tmp_path / "run")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    app = create_app(exp.specimen, token=TOKEN)
+    with ServerThread(app) as srv:
+        args = ["acquire", "--microscope", srv.url, "--models", str(tmp_path / "run"), "--out", str(tmp_path / "acq"),
+                "--fraction", "0.2", "--seed", "3", "--truth", str(tmp_path / "run"),
+                "--token-file", str(tmp_path / "token"), "--quiet"]
+        assert main(args) == 0
+        n = app.state.microscope.n_measured
+        assert main(args + ["--resume"]) == 0                # all in the journal: nothing measured again
+        assert app.state.microscope.n_measured == n == ref["n_measured"]
+        (tmp_path / "wrong").write_text("not-the-token\n")
+        assert main(args[:-3] + ["--token-file", str(tmp_path / "wrong"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err
+    got = json.loads((tmp_path / "acq" / "result.json").read_text())
+    assert got["td"] == ref["td"] and got["n_measured"] == ref["n_measured"]
+    run = np.load(tmp_path / "acq" / "run.npz")
+    assert np.array_equal(run["positions"], ref["positions"]) and np.array_equal(run["mask"], ref["mask"])
