@@ -490,9 +490,12 @@ def test_cli_acquire_against_serve_equals_the_run_it_took_its_models_from(sample
         assert main(args + ["--resume"]) == 0                # all in the journal: nothing measured again
         assert app.state.microscope.n_measured == n == ref["n_measured"]
         (tmp_path / "wrong").write_text("not-the-token\n")
-        assert main(args[:-3] + ["--token-file", str(tmp_path / "wrong"), "--quiet"]) == 2
+        assert main(args + ["--fraction", "0.3"]) == 2                # a run is there: refused, nothing measured
+        assert main(args[:-3] + ["--token-file", str(tmp_path / "wrong"), "--quiet", "--out",
+                                 str(tmp_path / "other")]) == 2
+        assert app.state.microscope.n_measured == n
     err = capsys.readouterr().err
-    assert "HTTP 401" in err
+    assert "--resume" in err and "HTTP 401" in err
     got = json.loads((tmp_path / "acq" / "result.json").read_text())
     assert got["td"] == ref["td"] and got["n_measured"] == ref["n_measured"]
     run = np.load(tmp_path / "acq" / "run.npz")

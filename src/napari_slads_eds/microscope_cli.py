@@ -133,6 +133,9 @@ def _acquire(args, token) -> int:
             raise InputError(f"--resume: {out / JOURNAL_NAME} not found (nothing to continue)")
         folder = OutputFolder(out)
     else:
+        if (out / JOURNAL_NAME).exists() and not args.overwrite:
+            raise InputError(f"{out} already holds a run (journal.h5): continue it with the same 'slads-eds acquire' "
+                             f"command and --resume, choose another --out, or give --overwrite")
         folder = output_folder(out, refuse_run=True, overwrite=args.overwrite)
     mic = HttpMicroscope(args.microscope, n_phases=L, token=token, dwell_s=args.dwell, timeout=args.timeout,
                          outage_timeout=args.outage_timeout,
