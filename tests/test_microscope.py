@@ -196,6 +196,7 @@ MALFORMED = {
                           "energy_axis", "announced"),
     "other positions": (lambda d: {**d, "positions": [[0, 1], [5, 5]]}, "positions", "was asked for"),
     "fewer positions": (lambda d: {**d, "positions": d["positions"][:1]}, "positions", "asked for"),
+    "fractional positions": (lambda d: {**d, "positions": [[0.5, 1], [2, 3]]}, "positions", "asked for"),
     "another request": (_set("request_id", "someone-else"), "request_id", "another request"),
     "missing counts": (lambda d: {k: v for k, v in d.items() if k != "counts"}, "counts", "missing"),
     "bad live time": (_set("live_time_s", [0.1, -1.0]), "live_time_s", "negative"),

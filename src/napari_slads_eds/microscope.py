@@ -278,8 +278,9 @@ def check_measure_reply(d, request_id: str, positions: np.ndarray, axis: EnergyA
         raise bad("request_id", f"is {str(d['request_id'])[:40]!r}, expected {request_id!r} (a reply to another request)")
     n = len(positions)
     try:
-        got = np.asarray(d["positions"], dtype=np.int64)
-        ok_shape = got.shape == (n, 2) or (n == 0 and got.size == 0)
+        raw = np.asarray(d["positions"])
+        got = raw.astype(np.int64)
+        ok_shape = ((got.shape == (n, 2) and raw.dtype.kind in "iu") or (n == 0 and got.size == 0))
     except (TypeError, ValueError, OverflowError):
         ok_shape = False
     if not ok_shape:
