@@ -192,6 +192,8 @@ def main(argv=None) -> int:
     add_replay_parser(sub)
     from .sweep import add_sweep_parser  # slads-eds sweep (in sweep.py)
     add_sweep_parser(sub)
+    from .microscope_cli import add_microscope_parsers  # slads-eds serve and acquire (microscope_cli.py)
+    add_microscope_parsers(sub)
 
     args = ap.parse_args(argv)
     try:
@@ -207,6 +209,9 @@ def main(argv=None) -> int:
         if args.command == "sweep":
             from .sweep import sweep_command
             return sweep_command(args)
+        if args.command in ("serve", "acquire"):
+            from .microscope_cli import microscope_command
+            return microscope_command(args)
         if args.command == "run":
             return _do_run(args.image, args.phases, args, train=args.train, spectra=args.spectra)
         if args.command == "resume":
@@ -231,6 +236,9 @@ def main(argv=None) -> int:
         out = getattr(args, "out", None) or getattr(args, "dir", None)
         hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"
                 if out and args.command in ("run", "demo", "resume") and (Path(out) / JOURNAL_NAME).exists() else "")
+        if args.command == "acquire" and out and (Path(out) / JOURNAL_NAME).exists():
+            hint = (f"; every measurement so far is in {out}/journal.h5: continue with the same "
+                    f"'slads-eds acquire' command and --resume")
         print(f"slads-eds: cancelled{hint}", file=sys.stderr)
         return 130
     return 0

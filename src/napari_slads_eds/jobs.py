@@ -256,6 +256,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     from .sampling import Sampler, halton_order, random_order
 
     t0 = time.perf_counter()
+    if callable(getattr(specimen, "attach_context", None)):
+        specimen.attach_context(ctx)      # a microscope reports outages and honours stop while it waits
     clf = _load_classifier(classifier)
     erd = _load_erd(erd_model)
     clf.axis.require_compatible(specimen.axis, "specimen spectra")
