@@ -269,9 +269,12 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     tw.csearch_spin.setValue(0.1)
     epochs = []
     worker = tw.train_classifier(start=False)
+    # a busy indicator while the engine starts (no engine yet), until the first epoch
+    assert tw.clf_busy.active and "starting the engine" in tw.clf_label.text()
     worker.yielded.connect(lambda m: epochs.append((m.get("model"), m.get("done"))))
     with qtbot.waitSignal(worker.finished, timeout=120000):
         worker.start()
+    assert not tw.clf_busy.active and tw.clf_busy.ticks >= 2        # it ticked while TF loaded
     s = tw.session
     assert s.classifier_path is not None and (s.classifier_path / "cnn.keras").is_file()
     assert ("detector", 4) in epochs and ("cnn", 2) in epochs        # progress per epoch
@@ -303,23 +306,34 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     assert mask.data.sum() == target and mask.data.shape == (32, 32)
     assert set(np.unique(rec.data)) <= {0, 1, 2} and rec.data.max() > 0
     np.testing.assert_array_equal(rec.data, r["reconstruction"])
-    assert not erd.visible and erd.data.max() == 0        # hidden: not updated during the run
-    erd.visible = True                                      # shown: the last ERD map appears
-    assert erd.data.max() > 0 and np.isfinite(erd.data).all()
+    assert erd.visible and erd.data.max() > 0 and np.isfinite(erd.data).all()   # in the run's grid
     assert np.all(erd.data[mask.data == 1] == 0)
+    # the run in view: the ground truth and the live layers in a grid, every other layer hidden
+    visible = [l for l in viewer.layers if l.visible]
+    assert visible == [gt, erd, rec, mask] and viewer.canvas.grid.enabled
+    assert {"phases", "regions"} <= {l.name for l in viewer.layers}          # hidden, not deleted
+    assert rw.hidden_by_run and not any(l.visible for l in rw.hidden_by_run)
     td = s.plot("td")
     assert set(td.baselines) == {"random", "halton"}
     assert td.slads_points == len(r["td_curve"]) > 10
     assert "target fraction reached" in rw.status.text() and "TD" in rw.status.text()
     assert rw.save_button.isEnabled()
 
-    # a second run reuses the layers
+    # a second run reuses the layers; without the run view a hidden ERD layer is not updated
     before = [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")]
+    rw.focus_check.setChecked(False)
+    erd.visible = False
     worker = rw.start(start=False)
     with qtbot.waitSignal(worker.finished, timeout=120000):
         worker.start()
     assert [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")] == before
     assert len([l for l in viewer.layers if l.name == "reconstruction"]) == 1
+    assert not erd.visible and erd.data.max() == 0        # hidden: not updated during the run
+    erd.visible = True                                      # shown: the last ERD map appears
+    assert erd.data.max() > 0 and np.all(erd.data[mask.data == 1] == 0)
+    assert len(td.earlier_lines) == 1                       # the first run, greyed on the TD plot
+    rw.show_all_layers()
+    assert all(l.visible for l in viewer.layers) and not viewer.canvas.grid.enabled
 
     files = rw.save(tmp_path / "run")
     assert files is not None

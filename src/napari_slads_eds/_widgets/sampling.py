@@ -33,21 +33,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLineEdit,
+                            QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from .._files import output_folder
 from .._validation import InputError
 from ..acquisition import JOURNAL_NAME
 from ..pipeline import (SETTINGS_FILE, RunSettings, read_run_folder, sampling_job_kwargs, write_run_folder)
-from ._common import (LayerCombo, float_spin, int_spin, run_in_thread, set_progress, show_message, status_label,
-                      user_action)
+from ._common import (LayerCombo, StartupIndicator, float_spin, int_spin, run_in_thread, set_progress, set_status,
+                      show_message, status_label, user_action, zoom_to_layers)
 from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder"]
+__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder", "time_left"]
 
 #: Names of the live layers (key -> layer name).
 LIVE_LAYERS = {"mask": "measurement mask", "reconstruction": "reconstruction", "erd": "ERD"}
@@ -110,6 +111,39 @@ class RunParameters:
     baselines: tuple = ("random", "halton")
 
 
+#: Seconds of measuring before the time left is estimated (the initial pattern arrives at
+#: once and would give an absurd rate).
+TIME_LEFT_AFTER = 3.0
+
+
+def time_left(t0: float, n0: int, now: float, n: int, target: int, min_seconds: float = TIME_LEFT_AFTER):
+    """Seconds left to the target at the rate measured since ``(t0, n0)``, or None before
+    ``min_seconds`` of measuring (or without progress).
+
+    Parameters
+    ----------
+    t0, now : float
+        Times (s) of the first displayed frame and of this one.
+    n0, n : int
+        Measurements at those times.
+    target : int
+        Measurements of the whole run.
+    """
+    dt, dn = now - t0, n - n0
+    if dt < min_seconds or dn <= 0:
+        return None
+    return max(0.0, (target - n) * dt / dn)
+
+
+def _show_name(layer, on: bool = True) -> None:
+    """The layer's name written in its grid cell (napari's layer-name overlay)."""
+    overlay = getattr(layer, "name_overlay", None)
+    if overlay is not None:
+        overlay.visible = on
+        overlay.box = True
+        overlay.font_size = 11
+
+
 def _is_specimen_layer(layer) -> bool:
     return specimen_info(layer) is not None
 
@@ -150,6 +184,8 @@ class SamplingWidget(QWidget):
         self._display_gap = 0.0
         self._cpu_mark = None
         self.run: _Run | None = None
+        self._rate_mark: tuple[float, int] | None = None
+        self.hidden_by_run: list = []
         self.saved_to: Path | None = None
         self.write_worker = None
 
@@ -179,6 +215,11 @@ class SamplingWidget(QWidget):
         self.baselines_check.setChecked(True)
         self.baselines_check.setToolTip("Before the run, measure static scans at the same budget and plot "
                                         "their TD for comparison (takes a few seconds on large grids)")
+        self.focus_check = QCheckBox("grid of the live layers")
+        self.focus_check.setChecked(True)
+        self.focus_check.setToolTip("On Start: only the ground truth and the live layers visible (the others "
+                                    "are hidden, not deleted), side by side in grid view, zoomed to fill the "
+                                    "canvas")
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText(f"new folder in {runs_base()}")
         self.folder_edit.setToolTip(
@@ -202,6 +243,7 @@ class SamplingWidget(QWidget):
         self.status = status_label("")
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Simulated object", self.specimen_combo)
         form.addRow("Models", self.models_label)
         form.addRow("Initial fraction", self.initial_spin)
@@ -213,6 +255,7 @@ class SamplingWidget(QWidget):
         form.addRow("Dwell time", self.dwell_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Compare with", self.baselines_check)
+        form.addRow("View", self.focus_check)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
@@ -223,13 +266,30 @@ class SamplingWidget(QWidget):
         files = QHBoxLayout()
         files.addWidget(self.resume_button)
         files.addWidget(self.save_button)
+        # the settings scroll inside their own area; the run controls below them never scroll
+        # away, however short the dock gets (e.g. when the plot dock opens under it)
+        settings = QWidget()
+        settings_lay = QVBoxLayout(settings)
+        settings_lay.setContentsMargins(0, 0, 0, 0)
+        settings_lay.addLayout(form)
+        settings_lay.addStretch(1)
+        self.settings_area = QScrollArea()
+        self.settings_area.setWidgetResizable(True)
+        self.settings_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.settings_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.settings_area.setWidget(settings)
+        self.settings_area.setMinimumHeight(60)
+        self.controls = QWidget()
+        controls = QVBoxLayout(self.controls)
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addLayout(buttons)
+        controls.addWidget(self.progress)
+        controls.addWidget(self.status)
+        controls.addLayout(files)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.status)
-        lay.addLayout(files)
-        lay.addStretch(1)
+        lay.addWidget(self.settings_area, 1)
+        lay.addWidget(self.controls, 0)
+        self.busy_indicator = StartupIndicator(self.progress, self._status)
 
         self.start_button.clicked.connect(lambda: self.start())
         self.pause_button.clicked.connect(self._toggle_pause)
@@ -238,7 +298,9 @@ class SamplingWidget(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume_run())
         self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
+        self.session.models_changed.connect(self._update_start)
         self.session.busy_changed.connect(self._on_busy)
+        self.specimen_combo.currentIndexChanged.connect(self._update_start)
         self._show_models()
         self._on_busy(self.session.busy)
 
@@ -392,11 +454,17 @@ class SamplingWidget(QWidget):
         self._next_display, self._display_gap, self._cpu_mark = 0.0, p.frame_interval, None
         self.last_run_wall = None
         set_progress(self.progress, 0, self._target)
+        self._rate_mark = None
+        if self.focus_check.isChecked():
+            self.show_run(gt)
         td = s.plot("td")
-        td.clear(target_fraction=run.settings.fraction)
+        td.clear(target_fraction=run.settings.fraction)     # the earlier runs stay, greyed
+        s.show_plot("td")
         verb = "resuming" if run.resumed else "starting"
-        self._status(f"{verb}: computing the static random and Halton scans for comparison…"
-                     if p.baselines else f"{verb}…")
+        e = s.engine
+        self.busy_indicator.start(f"{verb}: writing the run folder and starting the engine (a separate process "
+                                  "that loads TensorFlow)…" if e is None or not e.is_alive()
+                                  else f"{verb}: writing the run folder…")
         kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
         kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
                       baselines=tuple(p.baselines))
@@ -468,6 +536,7 @@ class SamplingWidget(QWidget):
 
     def resume(self) -> None:
         self.session.resume()
+        self._rate_mark = None            # the time-left estimate restarts after a pause
         self.pause_button.setText("Pause")
 
     def _toggle_pause(self) -> None:
@@ -515,7 +584,47 @@ class SamplingWidget(QWidget):
             idx = self.viewer.layers.index(layer)
             self.viewer.layers.move(idx, len(self.viewer.layers))
 
+    def show_run(self, gt=None) -> list:
+        """Show the run: the ground truth and the live layers visible (every other layer is
+        hidden, not deleted; :meth:`show_all_layers` shows them again), side by side in grid
+        view (ground truth, ERD / reconstruction, mask), zoomed to fill the canvas.
+        Returns the visible layers."""
+        v = self.viewer
+        gt = gt if gt is not None else self.specimen_combo.layer()
+        live = [self.layers[k] for k in ("erd", "reconstruction", "mask") if k in self.layers]
+        shown = ([gt] if gt is not None else []) + live
+        for layer in v.layers:
+            if layer.visible and not any(layer is l for l in shown):
+                layer.visible = False
+                self.hidden_by_run.append(layer)
+        for layer in shown:
+            layer.visible = True
+        # bottom to top: ground truth, ERD, reconstruction, mask (the overlay order when the
+        # grid is off); the grid, reversed, puts the ground truth top left
+        for layer in shown:
+            v.layers.move(v.layers.index(layer), len(v.layers))
+            _show_name(layer)
+        grid = v.canvas.grid        # stride 1: the lowest visible layer top left
+        grid.stride, grid.shape, grid.enabled = 1, (-1, -1), True
+        zoom_to_layers(v, shown)
+        return shown
+
+    def show_all_layers(self) -> None:
+        """Show the layers :meth:`show_run` hid, and leave the grid view."""
+        for layer in self.layers.values():
+            _show_name(layer, False)
+        for layer in self.hidden_by_run:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self.hidden_by_run = []
+        self.viewer.canvas.grid.enabled = False
+        self.viewer.fit_to_view()
+
     def _on_message(self, msg: dict) -> None:
+        if self.busy_indicator.active:
+            self.busy_indicator.stop()
+            if self._params is not None and self._params.baselines:
+                self._status("computing the static random and Halton scans for comparison…")
         t = msg.get("type")
         if t == "frame":
             self._apply_frame(msg)
@@ -560,13 +669,16 @@ class SamplingWidget(QWidget):
             self._show_erd(msg["erd"])
         set_progress(self.progress, min(self.n_measured, self._target))
         rate = float(msg.get("rate") or 0.0)
-        left = (self._target - self.n_measured) / rate if rate > 0 else float("nan")
+        now = time.perf_counter()
+        if self._rate_mark is None:
+            self._rate_mark = (now, self.n_measured)
+        left = time_left(*self._rate_mark, now, self.n_measured, self._target)
         td = msg.get("td")
         self._status(
             f"measured {self.n_measured} of {self._target} ({100 * msg['fraction']:.2f} %)"
             + (f" · TD {td:.4f}" if td is not None else "")
             + f" · {rate:.0f} measurements/s"
-            + (f" · about {left:.0f} s left" if np.isfinite(left) and not msg.get("final") else ""))
+            + (f" · about {left:.0f} s left" if left is not None and not msg.get("final") else ""))
 
     def _show_erd(self, erd) -> None:
         """Show an ERD map (NaN at measured pixels -> 0).  While the layer is hidden the map
@@ -592,6 +704,7 @@ class SamplingWidget(QWidget):
             self._show_erd(self._pending_erd)
 
     def _on_done(self, outcome) -> None:
+        self.busy_indicator.stop()
         self.pause_button.setText("Pause")
         self.last_run_wall = time.perf_counter() - self._t_start
         if outcome.status == "done":
@@ -619,7 +732,8 @@ class SamplingWidget(QWidget):
         elif outcome.status == "cancelled":
             self._status(f"stopped at {self.n_measured} measurements (no result)." + self._resume_hint(outcome))
         elif outcome.status == "error":
-            self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome))
+            self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome),
+                         error=True)
 
     def _resume_hint(self, outcome) -> str:
         """After a run ended without a result: how to continue it (unless its folder has no
@@ -630,10 +744,14 @@ class SamplingWidget(QWidget):
             return ""
         return "  Every measured spectrum is in the journal: 'Resume from journal…' continues the run."
 
-    def _status(self, text: str) -> None:
+    def _status(self, text: str, error: bool = False) -> None:
         """The status line, with the run folder on a second line."""
         folder = f"\nrun folder: {self.run.folder}" if self.run is not None else ""
-        self.status.setText(text + folder)
+        set_status(self.status, text + folder, error)
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The status line (errors of this widget's actions are repeated here)."""
+        self._status(text, error)
 
     def _write_results(self, result: dict, summary: str) -> None:
         """Write the finished run into its run folder (in a worker thread: the TD plot and the
@@ -702,10 +820,34 @@ class SamplingWidget(QWidget):
         return files
 
     # ------------------------------------------------------------------ display
+    def start_blocked_reason(self) -> str | None:
+        """Why Start cannot run now (shown as the Start button's tooltip), or None."""
+        s = self.session
+        if s.busy:
+            return (f"The engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}: wait for it to finish "
+                    "or press Stop")
+        if specimen_info(self.specimen_combo.layer()) is None:
+            return "No simulated object yet: create one in step 2 (Simulated object)"
+        missing = [what for what, path in (("spectrum classifier", s.classifier_path), ("ERD model", s.erd_path))
+                   if path is None]
+        if missing:
+            return f"No {' and no '.join(missing)} yet: train or load {'them' if len(missing) > 1 else 'it'} " \
+                   "in step 3 (Training)"
+        return None
+
+    def _update_start(self, *_) -> None:
+        try:
+            reason = self.start_blocked_reason()
+            self.start_button.setEnabled(reason is None)
+            self.start_button.setToolTip(reason or "Start the run: SLADS measures the simulated object up to the "
+                                                   "target fraction, journaled into the run folder")
+        except RuntimeError:  # widget deleted
+            pass
+
     def _on_busy(self, busy: bool) -> None:
         try:
             running = busy and self.session.job_name == "run_slads"
-            self.start_button.setEnabled(not busy)
+            self._update_start()
             self.resume_button.setEnabled(not busy)
             self.pause_button.setEnabled(running)
             self.stop_button.setEnabled(running)

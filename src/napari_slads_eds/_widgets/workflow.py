@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._session import _real
 from .micrograph import MicrographWidget
@@ -44,6 +45,10 @@ class WorkflowWidget(QWidget):
             w = cls(viewer)
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            # the steps fit the dock's width (long texts wrap, combo boxes shrink); only
+            # vertical scrolling (the Run tab scrolls its settings itself, not its controls)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             scroll.setWidget(w)
             self.tabs.addTab(scroll, title)
             self.steps.append(w)
