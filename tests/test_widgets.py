@@ -812,3 +812,72 @@ def test_result_plots_leave_the_matplotlib_backend_alone(tmp_path, monkeypatch):
     assert had_pyplot or "matplotlib.pyplot" not in sys.modules
     assert iio.imread(tmp_path / "td.png").shape[:2] == (480, 720)
     assert iio.imread(tmp_path / "cmp.png").shape[1] > iio.imread(tmp_path / "cmp.png").shape[0]
+
+
+# ----------------------------------------------------------------------------- replay (scrub)
+
+@pytest.mark.engine
+def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, qtbot, trained_models):
+    """After a run, "Replay the sampling order" turns mask, reconstruction and ERD into lazy
+    stacks over the measurement index: the slider at step k shows the mask of the journal's
+    first k positions, and the static Halton and random scans of the same budget beside it."""
+    import dask.array as da
+
+    from napari_slads_eds._widgets._session import measured_mask
+    from napari_slads_eds.sampling import halton_order
+
+    viewer = make_napari_viewer()
+    _, gt = _gold_specimen(viewer, size=32, factor=4)
+    _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.3, frame_interval=0.05, baselines=False, seed=2)
+    assert not rw.replay_button.isEnabled()
+    _run_to_end(qtbot, rw.start(start=False))
+    r = rw.result
+    n = r["n_measured"]
+    assert n == round(0.3 * 1024) and rw.replay_button.isEnabled()
+    journal = _journal(rw.run.folder)["position"]
+    np.testing.assert_array_equal(journal, r["positions"])
+
+    rep = rw.replay()
+    assert rep is not None and rep.n == n
+    mask, rec, erd = rw.layers["mask"], rw.layers["reconstruction"], rw.layers["erd"]
+    for layer in (mask, rec, erd):
+        assert isinstance(layer.data, da.Array) and layer.data.shape == (n + 1, 32, 32)   # lazy, not n copies
+    assert viewer.dims.axis_labels[0] == "measurement"
+    halton, random = viewer.layers["Halton mask (same budget)"], viewer.layers["random mask (same budget)"]
+    assert all(l.visible for l in (gt, mask, rec, erd, halton, random)) and viewer.canvas.grid.enabled
+
+    for k in (0, 1, 37, n // 2, n):
+        viewer.dims.set_point(0, k)
+        assert rw.replay_step() == k
+        shown = np.asarray(mask._slice.image.raw)          # what the canvas shows at step k
+        np.testing.assert_array_equal(shown, measured_mask((32, 32), journal[:k]))
+        assert shown.sum() == k
+        np.testing.assert_array_equal(np.asarray(halton._slice.image.raw),
+                                      measured_mask((32, 32), halton_order((32, 32), n, 3)[:k]))
+        assert np.asarray(random._slice.image.raw).sum() == k
+        assert f"step {k} of {n}" in rw.status.text()
+    assert rep.computed <= 7              # only the steps shown (these five, the first shown), not n + 1
+    # the last step is the run's final state
+    np.testing.assert_array_equal(np.asarray(rec.data[n]), r["reconstruction"])
+    final_erd = np.maximum(np.nan_to_num(r["erd"], nan=0.0), 0)
+    np.testing.assert_allclose(rep.erd(n), final_erd, rtol=1e-6)
+    shown = np.asarray(erd.data[n])                       # the same map, scaled to 0..1 for display
+    assert shown.max() == 1 and shown[r["mask"] == 1].max() == 0
+    np.testing.assert_array_equal(shown > 0, final_erd > 0)
+    assert np.argmax(shown) == np.argmax(final_erd)
+    # and the reconstruction at an earlier step is the one of its first k labels
+    from napari_slads_eds.reconstruction import reconstruct
+
+    k = n // 3
+    np.testing.assert_array_equal(np.asarray(rec.data[k]),
+                                  reconstruct((32, 32), r["positions"][:k], r["labels"][:k], 2))
+    td = rw.session.plot("td")
+    assert td.marker is not None and td.marker.get_xdata()[0] == pytest.approx(100 * n / 1024)
+
+    # a new run leaves the replay: live layers 2-D again, the static scans gone
+    _run_to_end(qtbot, rw.start(start=False))
+    assert rw.layers["mask"] is mask and mask.data.shape == (32, 32) and mask.data.sum() == n
+    assert "Halton mask (same budget)" not in viewer.layers and rw.replay_data is None
+    _no_tensorflow()

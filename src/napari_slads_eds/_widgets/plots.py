@@ -125,6 +125,7 @@ class TDCurvePlot(PlotCanvas):
                               label="earlier runs" if i == len(self.earlier) - 1 else "_nolegend_")
             self.earlier_lines.append(line)
         self._x, self._y = [], []
+        self.marker = None
         (self.slads_line,) = ax.plot([], [], lw=2, color="#ff9f1c", label="SLADS")
         self.baselines: dict[str, object] = {}
         self._target = target_fraction
@@ -165,6 +166,22 @@ class TDCurvePlot(PlotCanvas):
         self.slads_line.set_data(self._x, self._y)
         self._rescale()
         self.redraw(now=True)
+
+    def mark_fraction(self, fraction: float | None) -> None:
+        """A vertical marker at ``fraction`` (0-1; the replay's step), or none."""
+        line = getattr(self, "marker", None)
+        if fraction is None:
+            if line is not None:
+                line.remove()
+                self.marker = None
+                self.redraw()
+            return
+        x = 100 * float(fraction)
+        if line is None:
+            self.marker = self.ax.axvline(x, color="#4cc9f0", lw=1.2, ls="-", label="_replay step")
+        else:
+            self.marker.set_xdata([x, x])
+        self.redraw()
 
     @property
     def slads_points(self) -> int:

@@ -53,6 +53,8 @@ __all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_b
 #: Names of the live layers (key -> layer name).
 LIVE_LAYERS = {"mask": "measurement mask", "reconstruction": "reconstruction", "erd": "ERD"}
 LIVE_KEY = "slads_eds_live"
+#: Metadata key of the static-scan mask layers of a replay.
+REPLAY_KEY = "slads_eds_replay"
 
 #: Environment variable naming the folder in which every GUI run gets its own run folder
 #: (default ``~/slads-eds-runs``).
@@ -186,6 +188,7 @@ class SamplingWidget(QWidget):
         self.run: _Run | None = None
         self._rate_mark: tuple[float, int] | None = None
         self.hidden_by_run: list = []
+        self.replay_data = None          # the RunReplay shown by the measurement slider
         self.saved_to: Path | None = None
         self.write_worker = None
 
@@ -211,11 +214,11 @@ class SamplingWidget(QWidget):
         self.dwell_spin = float_spin(0.001, 3600.0, 10.0, step=1.0, decimals=3, suffix=" s",
                                      tip="Dwell time per spectrum, for the beam-time estimate")
         self.seed_spin = int_spin(0, 2**31 - 1, 0)
-        self.baselines_check = QCheckBox("static random and Halton scans")
+        self.baselines_check = QCheckBox("static random, Halton")
         self.baselines_check.setChecked(True)
         self.baselines_check.setToolTip("Before the run, measure static scans at the same budget and plot "
                                         "their TD for comparison (takes a few seconds on large grids)")
-        self.focus_check = QCheckBox("grid of the live layers")
+        self.focus_check = QCheckBox("grid of the run's layers")
         self.focus_check.setChecked(True)
         self.focus_check.setToolTip("On Start: only the ground truth and the live layers visible (the others "
                                     "are hidden, not deleted), side by side in grid view, zoomed to fill the "
@@ -236,6 +239,11 @@ class SamplingWidget(QWidget):
         self.resume_button = QPushButton("Resume from journal…")
         self.resume_button.setToolTip("Continue a stopped, failed or killed run from its run folder "
                                       "(journal.h5): nothing measured is measured again")
+        self.replay_button = QPushButton("Replay the sampling order")
+        self.replay_button.setToolTip(
+            "After a run: a 'measurement' slider under the canvas steps through the run.  At step k the "
+            "mask, reconstruction and ERD layers show the state after the first k measurements, beside the "
+            "static Halton and random scans of the same budget")
         self.save_button = QPushButton("Save run…")
         self.save_button.setToolTip("Write the finished run into another folder (it is already in its run folder)")
         self.progress = QProgressBar()
@@ -286,6 +294,7 @@ class SamplingWidget(QWidget):
         controls.addWidget(self.progress)
         controls.addWidget(self.status)
         controls.addLayout(files)
+        controls.addWidget(self.replay_button)
         lay = QVBoxLayout(self)
         lay.addWidget(self.settings_area, 1)
         lay.addWidget(self.controls, 0)
@@ -296,6 +305,7 @@ class SamplingWidget(QWidget):
         self.stop_button.clicked.connect(lambda: self.stop())
         self.save_button.clicked.connect(lambda: self.save())
         self.resume_button.clicked.connect(lambda: self.resume_run())
+        self.replay_button.clicked.connect(lambda: self.replay())
         self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
         self.session.models_changed.connect(self._update_start)
@@ -445,6 +455,7 @@ class SamplingWidget(QWidget):
         run.gui = {"frame_interval": p.frame_interval, "baselines": list(p.baselines),
                    "dwell_time_s": self.dwell_spin.value()}
         self.run = run
+        self._end_replay()
         self._prepare_layers(gt, info)
         self.result = None
         self.saved_to = None
@@ -561,7 +572,7 @@ class SamplingWidget(QWidget):
                  "erd": np.zeros((H, W), dtype=np.float32)}
         for key, name in LIVE_LAYERS.items():
             layer = next((l for l in self.viewer.layers if l.metadata.get(LIVE_KEY) == key), None)
-            if layer is not None and layer.data.shape != (H, W):
+            if layer is not None and tuple(layer.data.shape[-2:]) != (H, W):
                 self.viewer.layers.remove(layer)
                 layer = None
             if layer is None:
@@ -591,7 +602,8 @@ class SamplingWidget(QWidget):
         Returns the visible layers."""
         v = self.viewer
         gt = gt if gt is not None else self.specimen_combo.layer()
-        live = [self.layers[k] for k in ("erd", "reconstruction", "mask") if k in self.layers]
+        live = [self.layers[k] for k in ("erd", "reconstruction", "mask", "static Halton", "static random")
+                if k in self.layers]
         shown = ([gt] if gt is not None else []) + live
         for layer in v.layers:
             if layer.visible and not any(layer is l for l in shown):
@@ -619,6 +631,82 @@ class SamplingWidget(QWidget):
         self.hidden_by_run = []
         self.viewer.canvas.grid.enabled = False
         self.viewer.fit_to_view()
+
+    # ------------------------------------------------------------------ replay
+    @user_action("Replay")
+    def replay(self):
+        """Step through the finished run: the mask, reconstruction and ERD layers become
+        stacks over the measurement index (lazy: a step is computed when shown), with a
+        napari dims slider "measurement"; the static Halton and random scans of the same
+        budget are added beside them.  Returns the :class:`~.replay_view.RunReplay`."""
+        from ..erd import load_erd_model
+        from .replay_view import RunReplay
+
+        r = self.result
+        if r is None or not len(r.get("positions", ())):
+            raise InputError("no finished run to replay: run SLADS first (Start)")
+        if self.session.busy:
+            raise InputError("wait for the engine to finish before replaying")
+        model_path = Path(self.run.erd_report.get("path", "")) if self.run is not None else None
+        if model_path is None or not model_path.is_file():
+            model_path = self.session.erd_path
+        model = load_erd_model(model_path) if model_path is not None and Path(model_path).is_file() else None
+        seed = int(self.run.settings.seed) if self.run is not None else 0
+        rep = RunReplay(r["grid"], r["positions"], r["labels"], int(r["phases"]), model, seed=seed)
+        self._end_replay()
+        self.replay_data = rep
+        gt = next((l for l in self.viewer.layers if specimen_info(l) is self._info), None)
+        kw = {"scale": tuple(self.layers["mask"].scale[-2:]), "translate": tuple(self.layers["mask"].translate[-2:])}
+        self.layers["mask"].data = rep.lazy("mask")
+        self.layers["reconstruction"].data = rep.lazy("reconstruction")
+        erd = self.layers["erd"]
+        erd.data = rep.lazy("erd", scaled=True)      # the ERD shrinks as the run goes on: scaled per step
+        erd.contrast_limits = (0.0, 1.0)
+        self._pending_erd = None
+        for name in rep.static_rank:
+            layer = self.viewer.add_image(rep.lazy("mask", name), name=f"{name} mask (same budget)", colormap="gray",
+                                          contrast_limits=(0, 1), metadata={REPLAY_KEY: name}, **kw)
+            self.layers[f"static {name}"] = layer
+        dims = self.viewer.dims
+        labels = list(dims.axis_labels)
+        labels[0] = "measurement"
+        dims.axis_labels = labels
+        dims.set_point(0, rep.n)
+        dims.events.point.connect(self._on_replay_step)
+        if self.focus_check.isChecked():
+            self.show_run(gt)
+        self._on_replay_step()
+        return rep
+
+    def replay_step(self) -> int:
+        """The measurement index the slider shows (k: the first k measurements)."""
+        return int(round(self.viewer.dims.point[0])) if self.viewer.dims.ndim > 2 else 0
+
+    def _on_replay_step(self, event=None) -> None:
+        rep = self.replay_data
+        if rep is None:
+            return
+        k = min(max(self.replay_step(), 0), rep.n)
+        H, W = rep.shape
+        self.session.plot("td").mark_fraction(k / (H * W))
+        self._status(f"replay: step {k} of {rep.n} ({100 * k / (H * W):.2f} %): the mask, reconstruction and ERD "
+                     f"after the first {k} measurements, beside the static Halton and random scans of the same "
+                     f"budget.  Drag the 'measurement' slider under the canvas.")
+
+    def _end_replay(self) -> None:
+        """Leave the replay: the static scan layers go, the live layers become 2-D again."""
+        if self.replay_data is None:
+            return
+        self.replay_data = None
+        try:
+            self.viewer.dims.events.point.disconnect(self._on_replay_step)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        for key in [k for k in self.layers if k.startswith("static ")]:
+            layer = self.layers.pop(key)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.session.plot("td").mark_fraction(None)
 
     def _on_message(self, msg: dict) -> None:
         if self.busy_indicator.active:
@@ -852,6 +940,7 @@ class SamplingWidget(QWidget):
             self.pause_button.setEnabled(running)
             self.stop_button.setEnabled(running)
             self.save_button.setEnabled(not busy and self.result is not None)
+            self.replay_button.setEnabled(not busy and self.result is not None and self.result.get("n_measured", 0) > 0)
         except RuntimeError:  # widget deleted
             pass
 
