@@ -817,7 +817,7 @@ def test_result_plots_leave_the_matplotlib_backend_alone(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- replay (scrub)
 
 @pytest.mark.engine
-def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, qtbot, trained_models):
+def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, qtbot, trained_models, tmp_path):
     """After a run, "Replay the sampling order" turns mask, reconstruction and ERD into lazy
     stacks over the measurement index: the slider at step k shows the mask of the journal's
     first k positions, and the static Halton and random scans of the same budget beside it."""
@@ -826,7 +826,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     from napari_slads_eds._widgets._session import measured_mask
     from napari_slads_eds.sampling import halton_order
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)          # the movie grabs the rendered canvas
     _, gt = _gold_specimen(viewer, size=32, factor=4)
     _load_models(viewer, trained_models)
     rw = _dock(viewer, "Sampling run")
@@ -875,6 +875,18 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
                                   reconstruct((32, 32), r["positions"][:k], r["labels"][:k], 2))
     td = rw.session.plot("td")
     assert td.marker is not None and td.marker.get_xdata()[0] == pytest.approx(100 * n / 1024)
+
+    # the replay as a movie (napari-animation): the mask grows from frame to frame
+    import imageio.v3 as iio
+
+    movie = rw.export_movie(tmp_path / "replay.gif", frames=6, fps=4)
+    assert movie is not None and movie.is_file()
+    # 6 frames: GIF writing merges identical consecutive frames, so they all differ
+    assert iio.improps(movie, index=None).n_images == 6
+    assert f"replay written to {movie}" in rw.status.text()
+    n_notes = _n_notes()
+    assert rw.export_movie(tmp_path / "replay.txt") is None
+    assert any("expected .mp4" in m for m in _notes(n_notes))
 
     # a new run leaves the replay: live layers 2-D again, the static scans gone
     _run_to_end(qtbot, rw.start(start=False))

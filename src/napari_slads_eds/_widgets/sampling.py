@@ -244,6 +244,9 @@ class SamplingWidget(QWidget):
             "After a run: a 'measurement' slider under the canvas steps through the run.  At step k the "
             "mask, reconstruction and ERD layers show the state after the first k measurements, beside the "
             "static Halton and random scans of the same budget")
+        self.movie_button = QPushButton("Export movie…")
+        self.movie_button.setToolTip("Write the replay (step 0 to the end) as an MP4 or GIF of the canvas "
+                                     "(needs napari-animation: pip install 'napari-slads-eds[movie]')")
         self.save_button = QPushButton("Save run…")
         self.save_button.setToolTip("Write the finished run into another folder (it is already in its run folder)")
         self.progress = QProgressBar()
@@ -294,7 +297,10 @@ class SamplingWidget(QWidget):
         controls.addWidget(self.progress)
         controls.addWidget(self.status)
         controls.addLayout(files)
-        controls.addWidget(self.replay_button)
+        replay_row = QHBoxLayout()
+        replay_row.addWidget(self.replay_button, 2)
+        replay_row.addWidget(self.movie_button, 1)
+        controls.addLayout(replay_row)
         lay = QVBoxLayout(self)
         lay.addWidget(self.settings_area, 1)
         lay.addWidget(self.controls, 0)
@@ -306,6 +312,7 @@ class SamplingWidget(QWidget):
         self.save_button.clicked.connect(lambda: self.save())
         self.resume_button.clicked.connect(lambda: self.resume_run())
         self.replay_button.clicked.connect(lambda: self.replay())
+        self.movie_button.clicked.connect(lambda: self.export_movie())
         self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
         self.session.models_changed.connect(self._update_start)
@@ -676,7 +683,38 @@ class SamplingWidget(QWidget):
         if self.focus_check.isChecked():
             self.show_run(gt)
         self._on_replay_step()
+        self.movie_button.setEnabled(True)
         return rep
+
+    @user_action("Export movie")
+    def export_movie(self, path=None, frames: int = 48, fps: int = 8, scale_factor: float | None = None):
+        """Write the replay, step 0 to the last measurement in ``frames`` frames, as a movie
+        of the canvas (``.mp4``, ``.gif``, …; napari-animation).  Returns the path."""
+        if self.replay_data is None:
+            raise InputError("replay a run first ('Replay the sampling order')")
+        try:
+            from napari_animation import Animation
+        except ImportError as exc:
+            raise InputError("exporting a movie needs napari-animation: pip install 'napari-slads-eds[movie]'") from exc
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export the replay as a movie", "slads_replay.mp4",
+                                                  "Movies (*.mp4 *.gif *.mov)")
+            if not path:
+                return None
+        path = Path(path)
+        if path.suffix.lower() not in (".mp4", ".gif", ".mov", ".avi", ".mkv"):
+            raise InputError(f"movie file: expected .mp4, .gif, .mov, .avi or .mkv, got {path.name!r}")
+        frames = max(2, int(frames))
+        rep, dims = self.replay_data, self.viewer.dims
+        anim = Animation(self.viewer)
+        dims.set_point(0, 0)
+        anim.capture_keyframe(steps=1)
+        dims.set_point(0, rep.n)
+        anim.capture_keyframe(steps=frames - 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        anim.animate(str(path), fps=int(fps), canvas_only=True, scale_factor=scale_factor)
+        self._status(f"replay written to {path} ({frames} frames)")
+        return path
 
     def replay_step(self) -> int:
         """The measurement index the slider shows (k: the first k measurements)."""
@@ -941,6 +979,7 @@ class SamplingWidget(QWidget):
             self.stop_button.setEnabled(running)
             self.save_button.setEnabled(not busy and self.result is not None)
             self.replay_button.setEnabled(not busy and self.result is not None and self.result.get("n_measured", 0) > 0)
+            self.movie_button.setEnabled(not busy and self.replay_data is not None)
         except RuntimeError:  # widget deleted
             pass
 
