@@ -892,4 +892,16 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     _run_to_end(qtbot, rw.start(start=False))
     assert rw.layers["mask"] is mask and mask.data.shape == (32, 32) and mask.data.sum() == n
     assert "Halton mask (same budget)" not in viewer.layers and rw.replay_data is None
+
+    # a run folder replays from its journal (here the first run's folder)
+    folder = rw.run.folder
+    j = _journal(folder)["position"]
+    rep = rw.replay_folder(folder)
+    assert rep is not None and rep.n == len(j)
+    assert f"ground truth ({folder.name})" in viewer.layers
+    viewer.dims.set_point(0, 10)
+    np.testing.assert_array_equal(np.asarray(rw.layers["mask"]._slice.image.raw), measured_mask((32, 32), j[:10]))
+    n0 = _n_notes()
+    assert rw.replay_folder(tmp_path) is None                       # not a run folder: a message
+    assert any(m.startswith("Replay a run folder: ") for m in _notes(n0)), _notes(n0)
     _no_tensorflow()

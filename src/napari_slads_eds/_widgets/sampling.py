@@ -189,6 +189,7 @@ class SamplingWidget(QWidget):
         self._rate_mark: tuple[float, int] | None = None
         self.hidden_by_run: list = []
         self.replay_data = None          # the RunReplay shown by the measurement slider
+        self._replay_source = None       # a run folder's journal being replayed (else the last result)
         self.saved_to: Path | None = None
         self.write_worker = None
 
@@ -244,6 +245,8 @@ class SamplingWidget(QWidget):
             "After a run: a 'measurement' slider under the canvas steps through the run.  At step k the "
             "mask, reconstruction and ERD layers show the state after the first k measurements, beside the "
             "static Halton and random scans of the same budget")
+        self.replay_folder_button = QPushButton("Replay run folder…")
+        self.replay_folder_button.setToolTip("Step through a run folder's measurements (journal.h5), finished or not")
         self.movie_button = QPushButton("Export movie…")
         self.movie_button.setToolTip("Write the replay (step 0 to the end) as an MP4 or GIF of the canvas "
                                      "(needs napari-animation: pip install 'napari-slads-eds[movie]')")
@@ -297,9 +300,10 @@ class SamplingWidget(QWidget):
         controls.addWidget(self.progress)
         controls.addWidget(self.status)
         controls.addLayout(files)
+        controls.addWidget(self.replay_button)
         replay_row = QHBoxLayout()
-        replay_row.addWidget(self.replay_button, 2)
-        replay_row.addWidget(self.movie_button, 1)
+        replay_row.addWidget(self.replay_folder_button)
+        replay_row.addWidget(self.movie_button)
         controls.addLayout(replay_row)
         lay = QVBoxLayout(self)
         lay.addWidget(self.settings_area, 1)
@@ -313,6 +317,7 @@ class SamplingWidget(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume_run())
         self.replay_button.clicked.connect(lambda: self.replay())
         self.movie_button.clicked.connect(lambda: self.export_movie())
+        self.replay_folder_button.clicked.connect(lambda: self.replay_folder())
         self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
         self.session.models_changed.connect(self._update_start)
@@ -463,6 +468,7 @@ class SamplingWidget(QWidget):
                    "dwell_time_s": self.dwell_spin.value()}
         self.run = run
         self._end_replay()
+        self._replay_source = None
         self._prepare_layers(gt, info)
         self.result = None
         self.saved_to = None
@@ -649,9 +655,9 @@ class SamplingWidget(QWidget):
         from ..erd import load_erd_model
         from .replay_view import RunReplay
 
-        r = self.result
+        r = self._replay_source if self._replay_source is not None else self.result
         if r is None or not len(r.get("positions", ())):
-            raise InputError("no finished run to replay: run SLADS first (Start)")
+            raise InputError("no finished run to replay: run SLADS first (Start), or 'Replay run folder…'")
         if self.session.busy:
             raise InputError("wait for the engine to finish before replaying")
         model_path = Path(self.run.erd_report.get("path", "")) if self.run is not None else None
@@ -715,6 +721,36 @@ class SamplingWidget(QWidget):
         anim.animate(str(path), fps=int(fps), canvas_only=True, scale_factor=scale_factor)
         self._status(f"replay written to {path} ({frames} frames)")
         return path
+
+    @user_action("Replay a run folder")
+    def replay_folder(self, folder=None):
+        """Replay the run in ``folder`` (a run folder of this widget or ``slads-eds run``,
+        finished or not): its ground truth is shown as ``ground truth (<folder>)`` and its
+        journal's measurements can be stepped through as after a run.  Returns the
+        :class:`~.replay_view.RunReplay`."""
+        from ..acquisition import read_journal
+
+        if self.session.busy:
+            raise InputError("wait for the engine to finish before replaying")
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Replay a run: choose its run folder (with journal.h5)",
+                                                      str(runs_base()))
+            if not folder:
+                return None
+        rf = read_run_folder(folder)
+        j = read_journal(rf.path / JOURNAL_NAME)
+        if not len(j["label"]):
+            raise InputError(f"{rf.path / JOURNAL_NAME}: no measurement in the journal, nothing to replay")
+        gt, info = self._show_run_specimen(rf)
+        self._end_replay()
+        self._info = info
+        self.run = _Run(rf.path, rf.settings, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
+        self.specimen_combo.set_layer(gt)
+        self._prepare_layers(gt, info)
+        self._replay_source = {"grid": list(info.shape), "positions": j["position"], "labels": j["label"],
+                               "phases": info.n_phases}
+        self.result = None
+        return self.replay()
 
     def replay_step(self) -> int:
         """The measurement index the slider shows (k: the first k measurements)."""
@@ -980,6 +1016,7 @@ class SamplingWidget(QWidget):
             self.save_button.setEnabled(not busy and self.result is not None)
             self.replay_button.setEnabled(not busy and self.result is not None and self.result.get("n_measured", 0) > 0)
             self.movie_button.setEnabled(not busy and self.replay_data is not None)
+            self.replay_folder_button.setEnabled(not busy)
         except RuntimeError:  # widget deleted
             pass
 
