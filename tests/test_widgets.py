@@ -845,7 +845,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     for layer in (mask, rec, erd):
         assert isinstance(layer.data, da.Array) and layer.data.shape == (n + 1, 32, 32)   # lazy, not n copies
     assert viewer.dims.axis_labels[0] == "measurement"
-    halton, random = viewer.layers["Halton mask (same budget)"], viewer.layers["random mask (same budget)"]
+    halton, random = viewer.layers["Halton (same budget)"], viewer.layers["random (same budget)"]
     assert all(l.visible for l in (gt, mask, rec, erd, halton, random)) and viewer.canvas.grid.enabled
 
     for k in (0, 1, 37, n // 2, n):
@@ -857,7 +857,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
         np.testing.assert_array_equal(np.asarray(halton._slice.image.raw),
                                       measured_mask((32, 32), halton_order((32, 32), n, 3)[:k]))
         assert np.asarray(random._slice.image.raw).sum() == k
-        assert f"step {k} of {n}" in rw.status.text()
+        assert f"the first {k} of {n} measurements" in rw.status.text()
     assert rep.computed <= 7              # only the steps shown (these five, the first shown), not n + 1
     # the last step is the run's final state
     np.testing.assert_array_equal(np.asarray(rec.data[n]), r["reconstruction"])
@@ -891,7 +891,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     # a new run leaves the replay: live layers 2-D again, the static scans gone
     _run_to_end(qtbot, rw.start(start=False))
     assert rw.layers["mask"] is mask and mask.data.shape == (32, 32) and mask.data.sum() == n
-    assert "Halton mask (same budget)" not in viewer.layers and rw.replay_data is None
+    assert "Halton (same budget)" not in viewer.layers and rw.replay_data is None
 
     # a run folder replays from its journal (here the first run's folder)
     folder = rw.run.folder

@@ -310,13 +310,16 @@ class StartupIndicator:
         except RuntimeError:
             return False
 
-    def start(self, text: str) -> None:
+    def start(self, text: str, bar_text: str = "starting the engine…") -> None:
+        """Show ``text`` (through ``show``) and the short ``bar_text`` in the bar, with the
+        seconds elapsed, until :meth:`stop`."""
         import time
 
         if not self.active:
             self._format = self.bar.format()
         self._t0 = time.perf_counter()
         self._text = text
+        self._bar_text = bar_text
         self.ticks = 0
         self._timer.start()
         self._tick()
@@ -326,11 +329,11 @@ class StartupIndicator:
 
         try:
             s = int(time.perf_counter() - self._t0)
-            line = f"{self._MARKS[self.ticks % len(self._MARKS)]} {self._text} {s} s"
+            mark = self._MARKS[self.ticks % len(self._MARKS)]
             self.ticks += 1
-            set_progress(self.bar, 0, fmt=line)
+            set_progress(self.bar, 0, fmt=f"{mark} {self._bar_text} {s} s")
             if self._show is not None:
-                self._show(line)
+                self._show(f"{mark} {self._text} {s} s")
         except RuntimeError:  # the widget was deleted
             self._timer.stop()
 

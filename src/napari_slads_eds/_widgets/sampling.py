@@ -164,6 +164,10 @@ class SamplingWidget(QWidget):
     #: stays within this budget (never closer than the update interval).
     display_budget = 0.15
 
+    #: The settings scroll in their own area and the run controls stay in view: the
+    #: workflow dock puts this widget in its tab as it is (no scroll area around it).
+    scrolls_itself = True
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self.viewer = _real(napari_viewer)
@@ -245,7 +249,7 @@ class SamplingWidget(QWidget):
             "After a run: a 'measurement' slider under the canvas steps through the run.  At step k the "
             "mask, reconstruction and ERD layers show the state after the first k measurements, beside the "
             "static Halton and random scans of the same budget")
-        self.replay_folder_button = QPushButton("Replay run folder…")
+        self.replay_folder_button = QPushButton("Replay folder…")
         self.replay_folder_button.setToolTip("Step through a run folder's measurements (journal.h5), finished or not")
         self.movie_button = QPushButton("Export movie…")
         self.movie_button.setToolTip("Write the replay (step 0 to the end) as an MP4 or GIF of the canvas "
@@ -299,10 +303,10 @@ class SamplingWidget(QWidget):
         controls.addLayout(buttons)
         controls.addWidget(self.progress)
         controls.addWidget(self.status)
+        files.insertWidget(1, self.replay_folder_button)
         controls.addLayout(files)
-        controls.addWidget(self.replay_button)
         replay_row = QHBoxLayout()
-        replay_row.addWidget(self.replay_folder_button)
+        replay_row.addWidget(self.replay_button)
         replay_row.addWidget(self.movie_button)
         controls.addLayout(replay_row)
         lay = QVBoxLayout(self)
@@ -486,9 +490,10 @@ class SamplingWidget(QWidget):
         s.show_plot("td")
         verb = "resuming" if run.resumed else "starting"
         e = s.engine
+        cold = e is None or not e.is_alive()
         self.busy_indicator.start(f"{verb}: writing the run folder and starting the engine (a separate process "
-                                  "that loads TensorFlow)…" if e is None or not e.is_alive()
-                                  else f"{verb}: writing the run folder…")
+                                  "that loads TensorFlow)…" if cold else f"{verb}: writing the run folder…",
+                                  "starting the engine…" if cold else "writing the run folder…")
         kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
         kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
                       baselines=tuple(p.baselines))
@@ -657,7 +662,7 @@ class SamplingWidget(QWidget):
 
         r = self._replay_source if self._replay_source is not None else self.result
         if r is None or not len(r.get("positions", ())):
-            raise InputError("no finished run to replay: run SLADS first (Start), or 'Replay run folder…'")
+            raise InputError("no finished run to replay: run SLADS first (Start), or 'Replay folder…'")
         if self.session.busy:
             raise InputError("wait for the engine to finish before replaying")
         model_path = Path(self.run.erd_report.get("path", "")) if self.run is not None else None
@@ -677,7 +682,7 @@ class SamplingWidget(QWidget):
         erd.contrast_limits = (0.0, 1.0)
         self._pending_erd = None
         for name in rep.static_rank:
-            layer = self.viewer.add_image(rep.lazy("mask", name), name=f"{name} mask (same budget)", colormap="gray",
+            layer = self.viewer.add_image(rep.lazy("mask", name), name=f"{name} (same budget)", colormap="gray",
                                           contrast_limits=(0, 1), metadata={REPLAY_KEY: name}, **kw)
             self.layers[f"static {name}"] = layer
         dims = self.viewer.dims
@@ -763,9 +768,8 @@ class SamplingWidget(QWidget):
         k = min(max(self.replay_step(), 0), rep.n)
         H, W = rep.shape
         self.session.plot("td").mark_fraction(k / (H * W))
-        self._status(f"replay: step {k} of {rep.n} ({100 * k / (H * W):.2f} %): the mask, reconstruction and ERD "
-                     f"after the first {k} measurements, beside the static Halton and random scans of the same "
-                     f"budget.  Drag the 'measurement' slider under the canvas.")
+        self._status(f"replay: the first {k} of {rep.n} measurements ({100 * k / (H * W):.2f} %); drag the "
+                     f"'measurement' slider under the canvas")
 
     def _end_replay(self) -> None:
         """Leave the replay: the static scan layers go, the live layers become 2-D again."""

@@ -300,7 +300,7 @@ class TrainingWidget(QWidget):
             kwargs["epochs"] = self.epochs_spin.value()
         set_progress(self.clf_progress, 0)
         self.show_status("")
-        self.clf_busy.start(self._waiting_text())
+        self.clf_busy.start(self._waiting_text(), self._waiting_text(short=True))
         names = list(info.phase_names)
         return self.session.run_job("train_classifier", kwargs, on_message=self._on_clf_message,
                                     on_done=lambda outcome: self._on_clf_done(outcome, names), start=start)
@@ -366,7 +366,8 @@ class TrainingWidget(QWidget):
         set_progress(self.erd_progress, 0)
         self._c_lines: list[str] = []
         if self.session.engine is None or not self.session.engine.is_alive():
-            self.erd_busy.start(f"training on {len(maps)} phase maps: " + self._waiting_text())
+            self.erd_busy.start(f"training on {len(maps)} phase maps: " + self._waiting_text(),
+                                self._waiting_text(short=True))
         else:
             self.erd_label.setText(f"training on {len(maps)} phase maps…")
         return self.session.run_job("train_erd", kwargs, on_message=self._on_erd_message,
@@ -446,10 +447,11 @@ class TrainingWidget(QWidget):
         self.session.stop()
 
     # ------------------------------------------------------------------ display
-    def _waiting_text(self) -> str:
+    def _waiting_text(self, short: bool = False) -> str:
         e = self.session.engine
         if e is None or not e.is_alive():
-            return "starting the engine (a separate process that loads TensorFlow)…"
+            return "starting the engine…" if short else \
+                "starting the engine (a separate process that loads TensorFlow)…"
         return "waiting for the engine…"
 
     def show_status(self, text: str, error: bool = False) -> None:

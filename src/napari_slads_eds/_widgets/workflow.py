@@ -43,6 +43,10 @@ class WorkflowWidget(QWidget):
         self.steps = []
         for title, cls in STEPS:
             w = cls(viewer)
+            if getattr(w, "scrolls_itself", False):   # the Run tab: its settings scroll, its controls never
+                self.tabs.addTab(w, title)
+                self.steps.append(w)
+                continue
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setFrameShape(QFrame.Shape.NoFrame)
