@@ -674,6 +674,12 @@ class SamplingWidget(QWidget):
         self._end_replay()
         self.replay_data = rep
         gt = next((l for l in self.viewer.layers if specimen_info(l) is self._info), None)
+        present = [l for l in self.viewer.layers]
+        if any(not any(self.layers.get(k) is l for l in present) for k in LIVE_LAYERS):
+            if gt is None:      # the live layers were deleted: they can be made again over the ground truth
+                raise InputError("the run's ground truth is no longer in the viewer: use 'Replay folder…' "
+                                 "with its run folder")
+            self._prepare_layers(gt, self._info)
         kw = {"scale": tuple(self.layers["mask"].scale[-2:]), "translate": tuple(self.layers["mask"].translate[-2:])}
         self.layers["mask"].data = rep.lazy("mask")
         self.layers["reconstruction"].data = rep.lazy("reconstruction")
