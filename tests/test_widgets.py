@@ -838,6 +838,15 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     assert n == round(0.3 * 1024) and rw.replay_button.isEnabled()
     journal = _journal(rw.run.folder)["position"]
     np.testing.assert_array_equal(journal, r["positions"])
+    # Start put the camera on the test region: the ground truth fills a cell of the 2 x 2 grid
+    cam = viewer.scene.camera
+    (r0, c0), (r1, c1) = gt.extent.world[:, -2:]
+    assert abs(cam.center[-2] - (r0 + r1) / 2) < 1 and abs(cam.center[-1] - (c0 + c1) / 2) < 1
+    rows, cols = viewer.canvas.grid.actual_shape(viewer.layers)
+    assert (rows, cols) == (2, 2)
+    h, w = viewer.canvas.size
+    fill = max((r1 - r0) * cam.zoom / (h / rows), (c1 - c0) * cam.zoom / (w / cols))   # of one cell
+    assert 0.8 < fill <= 1.0, fill
 
     rep = rw.replay()
     assert rep is not None and rep.n == n

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLineEdit,
                             QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
@@ -483,11 +483,13 @@ class SamplingWidget(QWidget):
         self.last_run_wall = None
         set_progress(self.progress, 0, self._target)
         self._rate_mark = None
-        if self.focus_check.isChecked():
-            self.show_run(gt)
-        td = s.plot("td")
+        td = s.plot("td")          # first: a new Plots dock changes the canvas size
         td.clear(target_fraction=run.settings.fraction)     # the earlier runs stay, greyed
         s.show_plot("td")
+        if self.focus_check.isChecked():
+            shown = self.show_run(gt)
+            # once more when a new dock has taken its place
+            QTimer.singleShot(400, lambda: self._refit(shown))
         verb = "resuming" if run.resumed else "starting"
         e = s.engine
         cold = e is None or not e.is_alive()
@@ -638,6 +640,12 @@ class SamplingWidget(QWidget):
         grid.stride, grid.shape, grid.enabled = 1, (-1, -1), True
         zoom_to_layers(v, shown)
         return shown
+
+    def _refit(self, layers) -> None:
+        try:
+            zoom_to_layers(self.viewer, [l for l in layers if l in self.viewer.layers])
+        except RuntimeError:      # the viewer closed meanwhile
+            pass
 
     def show_all_layers(self) -> None:
         """Show the layers :meth:`show_run` hid, and leave the grid view."""
