@@ -269,9 +269,12 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     tw.csearch_spin.setValue(0.1)
     epochs = []
     worker = tw.train_classifier(start=False)
+    # a busy indicator while the engine starts (no engine yet), until the first epoch
+    assert tw.clf_busy.active and "starting the engine" in tw.clf_label.text()
     worker.yielded.connect(lambda m: epochs.append((m.get("model"), m.get("done"))))
     with qtbot.waitSignal(worker.finished, timeout=120000):
         worker.start()
+    assert not tw.clf_busy.active and tw.clf_busy.ticks >= 2        # it ticked while TF loaded
     s = tw.session
     assert s.classifier_path is not None and (s.classifier_path / "cnn.keras").is_file()
     assert ("detector", 4) in epochs and ("cnn", 2) in epochs        # progress per epoch
@@ -303,23 +306,34 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     assert mask.data.sum() == target and mask.data.shape == (32, 32)
     assert set(np.unique(rec.data)) <= {0, 1, 2} and rec.data.max() > 0
     np.testing.assert_array_equal(rec.data, r["reconstruction"])
-    assert not erd.visible and erd.data.max() == 0        # hidden: not updated during the run
-    erd.visible = True                                      # shown: the last ERD map appears
-    assert erd.data.max() > 0 and np.isfinite(erd.data).all()
+    assert erd.visible and erd.data.max() > 0 and np.isfinite(erd.data).all()   # in the run's grid
     assert np.all(erd.data[mask.data == 1] == 0)
+    # the run in view: the ground truth and the live layers in a grid, every other layer hidden
+    visible = [l for l in viewer.layers if l.visible]
+    assert visible == [gt, erd, rec, mask] and viewer.canvas.grid.enabled
+    assert {"phases", "regions"} <= {l.name for l in viewer.layers}          # hidden, not deleted
+    assert rw.hidden_by_run and not any(l.visible for l in rw.hidden_by_run)
     td = s.plot("td")
     assert set(td.baselines) == {"random", "halton"}
     assert td.slads_points == len(r["td_curve"]) > 10
     assert "target fraction reached" in rw.status.text() and "TD" in rw.status.text()
     assert rw.save_button.isEnabled()
 
-    # a second run reuses the layers
+    # a second run reuses the layers; without the run view a hidden ERD layer is not updated
     before = [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")]
+    rw.focus_check.setChecked(False)
+    erd.visible = False
     worker = rw.start(start=False)
     with qtbot.waitSignal(worker.finished, timeout=120000):
         worker.start()
     assert [id(rw.layers[k]) for k in ("mask", "reconstruction", "erd")] == before
     assert len([l for l in viewer.layers if l.name == "reconstruction"]) == 1
+    assert not erd.visible and erd.data.max() == 0        # hidden: not updated during the run
+    erd.visible = True                                      # shown: the last ERD map appears
+    assert erd.data.max() > 0 and np.all(erd.data[mask.data == 1] == 0)
+    assert len(td.earlier_lines) == 1                       # the first run, greyed on the TD plot
+    rw.show_all_layers()
+    assert all(l.visible for l in viewer.layers) and not viewer.canvas.grid.enabled
 
     files = rw.save(tmp_path / "run")
     assert files is not None
@@ -798,3 +812,105 @@ def test_result_plots_leave_the_matplotlib_backend_alone(tmp_path, monkeypatch):
     assert had_pyplot or "matplotlib.pyplot" not in sys.modules
     assert iio.imread(tmp_path / "td.png").shape[:2] == (480, 720)
     assert iio.imread(tmp_path / "cmp.png").shape[1] > iio.imread(tmp_path / "cmp.png").shape[0]
+
+
+# ----------------------------------------------------------------------------- replay (scrub)
+
+@pytest.mark.engine
+def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, qtbot, trained_models, tmp_path):
+    """After a run, "Replay the sampling order" turns mask, reconstruction and ERD into lazy
+    stacks over the measurement index: the slider at step k shows the mask of the journal's
+    first k positions, and the static Halton and random scans of the same budget beside it."""
+    import dask.array as da
+
+    from napari_slads_eds._widgets._session import measured_mask
+    from napari_slads_eds.sampling import halton_order
+
+    viewer = make_napari_viewer(show=True)          # the movie grabs the rendered canvas
+    _, gt = _gold_specimen(viewer, size=32, factor=4)
+    _load_models(viewer, trained_models)
+    rw = _dock(viewer, "Sampling run")
+    rw.set_parameters(target_fraction=0.3, frame_interval=0.05, baselines=False, seed=2)
+    assert not rw.replay_button.isEnabled()
+    _run_to_end(qtbot, rw.start(start=False))
+    r = rw.result
+    n = r["n_measured"]
+    assert n == round(0.3 * 1024) and rw.replay_button.isEnabled()
+    journal = _journal(rw.run.folder)["position"]
+    np.testing.assert_array_equal(journal, r["positions"])
+    # Start put the camera on the test region: the ground truth fills a cell of the 2 x 2 grid
+    cam = viewer.scene.camera
+    (r0, c0), (r1, c1) = gt.extent.world[:, -2:]
+    assert abs(cam.center[-2] - (r0 + r1) / 2) < 1 and abs(cam.center[-1] - (c0 + c1) / 2) < 1
+    rows, cols = viewer.canvas.grid.actual_shape(viewer.layers)
+    assert (rows, cols) == (2, 2)
+    h, w = viewer.canvas.size
+    fill = max((r1 - r0) * cam.zoom / (h / rows), (c1 - c0) * cam.zoom / (w / cols))   # of one cell
+    assert 0.8 < fill <= 1.0, fill
+
+    rep = rw.replay()
+    assert rep is not None and rep.n == n
+    mask, rec, erd = rw.layers["mask"], rw.layers["reconstruction"], rw.layers["erd"]
+    for layer in (mask, rec, erd):
+        assert isinstance(layer.data, da.Array) and layer.data.shape == (n + 1, 32, 32)   # lazy, not n copies
+    assert viewer.dims.axis_labels[0] == "measurement"
+    halton, random = viewer.layers["Halton (same budget)"], viewer.layers["random (same budget)"]
+    assert all(l.visible for l in (gt, mask, rec, erd, halton, random)) and viewer.canvas.grid.enabled
+
+    for k in (0, 1, 37, n // 2, n):
+        viewer.dims.set_point(0, k)
+        assert rw.replay_step() == k
+        shown = np.asarray(mask._slice.image.raw)          # what the canvas shows at step k
+        np.testing.assert_array_equal(shown, measured_mask((32, 32), journal[:k]))
+        assert shown.sum() == k
+        np.testing.assert_array_equal(np.asarray(halton._slice.image.raw),
+                                      measured_mask((32, 32), halton_order((32, 32), n, 3)[:k]))
+        assert np.asarray(random._slice.image.raw).sum() == k
+        assert f"the first {k} of {n} measurements" in rw.status.text()
+    assert rep.computed <= 7              # only the steps shown (these five, the first shown), not n + 1
+    # the last step is the run's final state
+    np.testing.assert_array_equal(np.asarray(rec.data[n]), r["reconstruction"])
+    final_erd = np.maximum(np.nan_to_num(r["erd"], nan=0.0), 0)
+    np.testing.assert_allclose(rep.erd(n), final_erd, rtol=1e-6)
+    shown = np.asarray(erd.data[n])                       # the same map, scaled to 0..1 for display
+    assert shown.max() == 1 and shown[r["mask"] == 1].max() == 0
+    np.testing.assert_array_equal(shown > 0, final_erd > 0)
+    assert np.argmax(shown) == np.argmax(final_erd)
+    # and the reconstruction at an earlier step is the one of its first k labels
+    from napari_slads_eds.reconstruction import reconstruct
+
+    k = n // 3
+    np.testing.assert_array_equal(np.asarray(rec.data[k]),
+                                  reconstruct((32, 32), r["positions"][:k], r["labels"][:k], 2))
+    td = rw.session.plot("td")
+    assert td.marker is not None and td.marker.get_xdata()[0] == pytest.approx(100 * n / 1024)
+
+    # the replay as a movie (napari-animation): the mask grows from frame to frame
+    import imageio.v3 as iio
+
+    movie = rw.export_movie(tmp_path / "replay.gif", frames=6, fps=4)
+    assert movie is not None and movie.is_file()
+    # 6 frames: GIF writing merges identical consecutive frames, so they all differ
+    assert iio.improps(movie, index=None).n_images == 6
+    assert f"replay written to {movie}" in rw.status.text()
+    n_notes = _n_notes()
+    assert rw.export_movie(tmp_path / "replay.txt") is None
+    assert any("expected .mp4" in m for m in _notes(n_notes))
+
+    # a new run leaves the replay: live layers 2-D again, the static scans gone
+    _run_to_end(qtbot, rw.start(start=False))
+    assert rw.layers["mask"] is mask and mask.data.shape == (32, 32) and mask.data.sum() == n
+    assert "Halton (same budget)" not in viewer.layers and rw.replay_data is None
+
+    # a run folder replays from its journal (here the first run's folder)
+    folder = rw.run.folder
+    j = _journal(folder)["position"]
+    rep = rw.replay_folder(folder)
+    assert rep is not None and rep.n == len(j)
+    assert f"ground truth ({folder.name})" in viewer.layers
+    viewer.dims.set_point(0, 10)
+    np.testing.assert_array_equal(np.asarray(rw.layers["mask"]._slice.image.raw), measured_mask((32, 32), j[:10]))
+    n0 = _n_notes()
+    assert rw.replay_folder(tmp_path) is None                       # not a run folder: a message
+    assert any(m.startswith("Replay a run folder: ") for m in _notes(n0)), _notes(n0)
+    _no_tensorflow()

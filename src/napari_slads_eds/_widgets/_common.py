@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLabel, QSpinBox
 from .._validation import InputError, os_error_text
 
 __all__ = ["LayerCombo", "run_in_thread", "set_progress", "user_action", "int_spin", "float_spin", "layer_data_2d", "show_message",
-           "status_label"]
+           "status_label", "set_status", "report_to_status", "StartupIndicator"]
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,34 @@ def show_message(kind: str, text: str) -> None:
      "info": notifications.show_info}[kind](text)
 
 
+#: Colour of an error in a status line (readable on napari's dark and light themes).
+ERROR_COLOUR = "#ff6b6b"
+
+
+def set_status(label: QLabel, text: str, error: bool = False) -> None:
+    """Show ``text`` in a status line; an error in the error colour, prefixed "Error: "."""
+    try:
+        label.setStyleSheet(f"color: {ERROR_COLOUR};" if error else "")
+        label.setText(f"Error: {text}" if error else text)
+    except RuntimeError:  # the widget was deleted
+        pass
+
+
+def report_to_status(widget, text: str, error: bool = True) -> None:
+    """Repeat a notification in the widget's status line (its ``show_status``, if it has one)."""
+    show = getattr(widget, "show_status", None)
+    if show is not None:
+        try:
+            show(text, error=error)
+        except RuntimeError:  # the widget was deleted
+            pass
+
+
 def user_action(title: str) -> Callable:
     """Decorate a widget action so that bad input or a failure becomes a napari
-    notification with a clear message (never a traceback dialog).
+    notification with a clear message (never a traceback dialog), repeated in the widget's
+    status line (``widget.show_status(text, error=True)``): a notification disappears, the
+    status line stays until the next action.
 
     ``InputError``/``ValueError`` messages are shown as they are; warnings raised during
     the action (e.g. "RGB image converted to grey") are shown as napari warnings.
@@ -40,20 +65,24 @@ def user_action(title: str) -> Callable:
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(self, *args, **kwargs):
+            error = None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
                 try:
                     out = fn(self, *args, **kwargs)
                 except (InputError, ValueError) as exc:
-                    show_message("error", f"{title}: {exc}")
+                    error = f"{title}: {exc}"
                     out = None
                 except OSError as exc:  # a file or folder that cannot be read or written
-                    show_message("error", f"{title}: {os_error_text(exc)}")
+                    error = f"{title}: {os_error_text(exc)}"
                     out = None
                 except Exception as exc:  # a bug: log it, tell the user in one line
                     log.exception("%s failed", title)
-                    show_message("error", f"{title} failed: {type(exc).__name__}: {exc}")
+                    error = f"{title} failed: {type(exc).__name__}: {exc}"
                     out = None
+            if error is not None:
+                show_message("error", error)
+                report_to_status(self, error)
             for w in caught:
                 if issubclass(w.category, UserWarning):
                     show_message("warning", f"{title}: {w.message}")
@@ -160,7 +189,8 @@ class LayerCombo(QComboBox):
         self._placeholder = placeholder
         self._layers: list = []
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
+        self.setMinimumContentsLength(8)    # narrow docks: long names are elided, full in the tooltip
+        self.currentIndexChanged.connect(lambda *_: self.setToolTip(self.currentText()))
         follow_layers(viewer, self.refresh)
         self.refresh()
 
@@ -174,13 +204,15 @@ class LayerCombo(QComboBox):
         self.clear()
         self._layers = layers
         if layers:
-            for l in layers:
+            for i, l in enumerate(layers):
                 self.addItem(l.name)
+                self.setItemData(i, l.name, Qt.ItemDataRole.ToolTipRole)
             idx = next((i for i, l in enumerate(layers) if l is current), 0)
             self.setCurrentIndex(idx)
         else:
             self.addItem(self._placeholder)
         self.blockSignals(False)
+        self.setToolTip(self.currentText())
         if (layers[self.currentIndex()] if layers else None) is not current:
             self.currentIndexChanged.emit(self.currentIndex())
 
@@ -238,3 +270,85 @@ def run_in_thread(fn: Callable, *, on_done: Callable, title: str, start: bool = 
     if start:
         worker.start()
     return worker
+
+
+class StartupIndicator:
+    """A busy indicator for the seconds before an engine job reports anything (the engine
+    process starting: it imports TensorFlow, about 5-10 s on 2 cores).
+
+    The progress bar shows ``text`` and the elapsed seconds, with a turning mark, updated
+    once a second (an animated "busy" QProgressBar repaints the whole window many times a
+    second, which with software OpenGL takes CPU from the engine that is starting);
+    ``show(text)`` (e.g. a status line setter) gets the same text.  :meth:`stop` (call it
+    on the job's first message and when it ends) restores the bar's format.
+
+    Parameters
+    ----------
+    bar : QProgressBar
+    show : callable(str) or None
+    """
+
+    _MARKS = "◐◓◑◒"
+
+    def __init__(self, bar, show: Callable | None = None):
+        from qtpy.QtCore import QTimer
+
+        self.bar = bar
+        self._show = show
+        self._timer = QTimer(bar)
+        self._timer.setInterval(1000)
+        self._timer.timeout.connect(self._tick)
+        self._t0 = 0.0
+        self._text = ""
+        self._format = bar.format()
+        self.ticks = 0
+
+    @property
+    def active(self) -> bool:
+        try:
+            return self._timer.isActive()
+        except RuntimeError:
+            return False
+
+    def start(self, text: str, bar_text: str = "starting the engine…") -> None:
+        """Show ``text`` (through ``show``) and the short ``bar_text`` in the bar, with the
+        seconds elapsed, until :meth:`stop`."""
+        import time
+
+        if not self.active:
+            self._format = self.bar.format()
+        self._t0 = time.perf_counter()
+        self._text = text
+        self._bar_text = bar_text
+        self.ticks = 0
+        self._timer.start()
+        self._tick()
+
+    def _tick(self) -> None:
+        import time
+
+        try:
+            s = int(time.perf_counter() - self._t0)
+            mark = self._MARKS[self.ticks % len(self._MARKS)]
+            self.ticks += 1
+            set_progress(self.bar, 0, fmt=f"{mark} {self._bar_text} {s} s")
+            if self._show is not None:
+                self._show(f"{mark} {self._text} {s} s")
+        except RuntimeError:  # the widget was deleted
+            self._timer.stop()
+
+    def stop(self) -> None:
+        try:
+            if self._timer.isActive():
+                self._timer.stop()
+                set_progress(self.bar, self.bar.value(), fmt=self._format)
+        except RuntimeError:
+            pass
+
+
+def zoom_to_layers(viewer, layers, margin: float = 0.05) -> None:
+    """Centre the camera on ``layers`` and zoom so that they fill the canvas (in grid mode
+    every viewbox of the grid, which share one camera)."""
+    layers = [l for l in layers if l is not None]
+    if layers:
+        viewer.fit_to_view(layers=layers, margin=margin)   # in grid mode: fits one viewbox

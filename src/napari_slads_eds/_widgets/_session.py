@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 #: Key of the :class:`SpecimenInfo` in the ground-truth layer's ``metadata``.
 SPECIMEN_KEY = "slads_eds_specimen"
 
+#: Height (px) the Plots dock gets when it opens under the workflow dock.
+PLOTS_DOCK_HEIGHT = 300
+
 JOB_TITLES = {
     "train_classifier": "training the spectrum classifier",
     "train_erd": "training the ERD model",
@@ -151,6 +154,31 @@ class _CloseWatcher(QObject):
             s.close()
 
 
+def _size_plots_dock(viewer, dock) -> None:
+    """Give the Plots dock :data:`PLOTS_DOCK_HEIGHT` px of its column and the rest to the
+    docks above it (Qt would otherwise split the column by the docks' size hints, which
+    left the workflow dock about 100 px)."""
+    try:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QDockWidget
+
+        window = viewer.window._qt_window
+        area = window.dockWidgetArea(dock)
+        column = [d for d in window.findChildren(QDockWidget)
+                  if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
+                  and abs(d.x() - dock.x()) < 5]
+        others = [d for d in column if d is not dock]
+        total = sum(d.height() for d in column)
+        h = min(PLOTS_DOCK_HEIGHT, max(dock.minimumSizeHint().height(), total // 2))
+        if others:
+            rest = max(0, total - h)
+            window.resizeDocks(others + [dock], [rest // len(others)] * len(others) + [h], Qt.Orientation.Vertical)
+        else:
+            window.resizeDocks([dock], [h], Qt.Orientation.Vertical)
+    except (AttributeError, RuntimeError) as exc:   # napari internals changed, or the window is gone
+        log.debug("could not size the plot dock: %s", exc)
+
+
 _SESSIONS: dict[int, "Session"] = {}
 
 
@@ -254,22 +282,36 @@ class Session:
 
     # ------------------------------------------------------------------ plot docks
     def plot(self, kind: str):
-        """The TD-curve ("td") or spectrum ("spectrum") plot of this viewer, docked on demand."""
-        from .plots import SpectrumPlot, TDCurvePlot
+        """The TD-curve ("td") or spectrum ("spectrum") plot of this viewer: tabs of one
+        "Plots" dock, docked on demand (:meth:`show_plot` brings a tab to the front)."""
+        dock = self.plots_dock()
+        return dock.plot(kind)
 
-        w = self._docks.get(kind)
+    def show_plot(self, kind: str):
+        """Bring the ``kind`` tab of the Plots dock to the front; returns the plot."""
+        dock = self.plots_dock()
+        dock.show_tab(kind)
+        return dock.plot(kind)
+
+    def plots_dock(self):
+        """The "Plots" dock widget (:class:`~.plots.PlotsDock`), created on first use."""
+        from .plots import PlotsDock
+
+        w = self._docks.get("plots")
         if w is not None:
             try:
                 w.isVisible()       # raises RuntimeError once Qt deleted it
                 return w
             except RuntimeError:
                 pass
-        cls, title = {"td": (TDCurvePlot, "TD curve"), "spectrum": (SpectrumPlot, "Spectrum")}[kind]
-        w = cls()
+        w = PlotsDock()
         viewer = self.viewer
         if viewer is not None and getattr(viewer, "window", None) is not None:
-            viewer.window.add_dock_widget(w, name=title, area="right")
-        self._docks[kind] = w
+            dock = viewer.window.add_dock_widget(w, name="Plots", area="right")
+            _size_plots_dock(viewer, dock)
+            for ms in (0, 300):     # again once the new dock is laid out (the first layout ignores it)
+                QTimer.singleShot(ms, lambda: _size_plots_dock(viewer, dock))
+        self._docks["plots"] = w
         return w
 
     # ------------------------------------------------------------------ engine jobs

@@ -22,7 +22,8 @@ from scipy import ndimage as ndi
 
 from .._validation import InputError
 from ..segmentation import crop_data_bar, multiotsu_thresholds, read_micrograph, segment_phases, to_grey
-from ._common import LayerCombo, int_spin, layer_data_2d, run_in_thread, status_label, user_action
+from .._sample_data import PHASES_KEY
+from ._common import LayerCombo, int_spin, layer_data_2d, run_in_thread, set_status, status_label, user_action
 from ._session import _real
 from .plots import HistogramPlot
 
@@ -104,6 +105,25 @@ class MicrographWidget(QWidget):
         self._on_layer_changed()
 
     # ------------------------------------------------------------------ inputs
+    def phases_layer_of(self, image_layer):
+        """The phase Labels layer already made from ``image_layer`` (by this widget or by the
+        "ready to run" sample data), or None."""
+        if image_layer is None:
+            return None
+        return next((l for l in self.viewer.layers if type(l).__name__ == "Labels"
+                     and l.metadata.get(PHASES_KEY) and l.metadata.get("source") == image_layer.name), None)
+
+    def _phases_hint(self) -> str:
+        existing = self.phases_layer_of(self.image_combo.layer())
+        if existing is None:
+            return ""
+        return (f"\n'{existing.name}' already holds this micrograph's phases: continue with the simulated "
+                f"object (step 2).  Segment replaces it.")
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The status line (errors of this widget's actions are repeated here)."""
+        set_status(self.status, text, error)
+
     def _on_layer_changed(self, *_):
         layer = self.image_combo.layer()
         if layer is not None:
@@ -152,7 +172,7 @@ class MicrographWidget(QWidget):
         try:
             grey, layer = self._grey()
         except InputError as exc:
-            self.status.setText(str(exc))
+            self.show_status(str(exc))
             return None
         L, size = self.phases_spin.value(), self.denoise_spin.value()
 
@@ -168,7 +188,8 @@ class MicrographWidget(QWidget):
             sub, th, err = out
             self.histogram.show_histogram(sub, th, f"{layer.name}: {L} phases")
             self.last_thresholds = th
-            self.status.setText(err or "thresholds: " + ", ".join(f"{t:.4g}" for t in th))
+            self.show_status(err or "thresholds: " + ", ".join(f"{t:.4g}" for t in th) + self._phases_hint(),
+                             error=bool(err))
 
         worker = run_in_thread(compute, on_done=done, title="Histogram preview", start=False)
         worker.finished.connect(self._preview_finished)
@@ -192,7 +213,7 @@ class MicrographWidget(QWidget):
         if min(grey.shape) < 2:
             raise InputError(f"micrograph: expected at least 2x2 pixels, got {grey.shape}")
         self.segment_button.setEnabled(False)
-        self.status.setText(f"segmenting {layer.name!r} into {L} phases…")
+        self.show_status(f"segmenting {layer.name!r} into {L} phases…")
 
         def compute():
             d = _denoise(grey, size)
@@ -202,10 +223,11 @@ class MicrographWidget(QWidget):
         def done(out):
             th, labels = out
             self._add_phases(labels, layer, L, th, crop, size)
-            self.status.setText(f"{L} phases, thresholds " + ", ".join(f"{t:.4g}" for t in th))
+            self.show_status(f"{L} phases in '{self.phases_layer.name}', thresholds "
+                             + ", ".join(f"{t:.4g}" for t in th) + ".  Next: the simulated object (step 2).")
 
         worker = run_in_thread(compute, on_done=done, title="Segment into phases", start=False,
-                               on_error=lambda exc: self.status.setText(f"segmentation failed: {exc}"))
+                               on_error=lambda exc: self.show_status(f"segmentation failed: {exc}", error=True))
         worker.finished.connect(lambda: self.segment_button.setEnabled(True))
         if start:
             worker.start()
@@ -214,11 +236,9 @@ class MicrographWidget(QWidget):
     def _add_phases(self, labels, image_layer, L, th, crop, denoise):
         """Add the phase Labels layer, or update the one made earlier from the same image."""
         meta = {"n_phases": int(L), "thresholds": [float(t) for t in th], "source": image_layer.name,
-                "crop_bottom": int(crop), "denoise": int(denoise), "slads_eds_phases": True}
+                "crop_bottom": int(crop), "denoise": int(denoise), PHASES_KEY: True}
         kw = {"scale": tuple(image_layer.scale)[-2:], "translate": tuple(image_layer.translate)[-2:]}
-        existing = next((l for l in self.viewer.layers if type(l).__name__ == "Labels"
-                         and l.metadata.get("slads_eds_phases") and l.metadata.get("source") == image_layer.name),
-                        None)
+        existing = self.phases_layer_of(image_layer)
         if existing is not None:
             existing.data = labels
             existing.metadata = {**existing.metadata, **meta}

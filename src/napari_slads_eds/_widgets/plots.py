@@ -11,9 +11,12 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
-__all__ = ["PlotCanvas", "TDCurvePlot", "SpectrumPlot", "HistogramPlot"]
+__all__ = ["PlotCanvas", "TDCurvePlot", "SpectrumPlot", "HistogramPlot", "PlotsDock"]
+
+#: Earlier runs kept (greyed) on the TD plot for comparison.
+EARLIER_RUNS = 4
 
 _BASELINE_STYLE = {"random": ("--", "static random"), "halton": (":", "static Halton")}
 
@@ -49,6 +52,7 @@ class PlotCanvas(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.canvas.setMinimumHeight(min_height)
+        self.canvas.setMinimumWidth(160)    # shrinks with a narrow dock (no horizontal scrolling)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas)
@@ -98,22 +102,36 @@ class TDCurvePlot(PlotCanvas):
 
     def __init__(self, parent=None):
         super().__init__(parent, margins=(0.15, 0.24, 0.97, 0.95))
+        #: SLADS curves of earlier runs (x in %, y), oldest first, drawn grey
+        self.earlier: list[tuple[list, list]] = []
+        self._x: list[float] = []
+        self._y: list[float] = []
         self.clear()
 
     def clear(self, target_fraction: float | None = None) -> None:
+        """Start the plot of a new run.  The SLADS curve of the run before (if it has points)
+        joins the earlier runs, drawn grey under the new one (at most :data:`EARLIER_RUNS`)."""
+        if len(self._x) > 1:
+            self.earlier = (self.earlier + [(list(self._x), list(self._y))])[-EARLIER_RUNS:]
         ax = self.ax
         ax.clear()
         self._style()
         ax.set_xlabel("sampling fraction (%)", fontsize=8)
         ax.set_ylabel("TD", fontsize=8)
         ax.set_yscale("symlog", linthresh=1e-3)
-        self._x: list[float] = []
-        self._y: list[float] = []
+        self.earlier_lines = []
+        for i, (x, y) in enumerate(self.earlier):
+            (line,) = ax.plot(x, y, lw=1.2, color="#9a9a9a", alpha=0.35 + 0.4 * (i + 1) / len(self.earlier),
+                              label="earlier runs" if i == len(self.earlier) - 1 else "_nolegend_")
+            self.earlier_lines.append(line)
+        self._x, self._y = [], []
+        self.marker = None
         (self.slads_line,) = ax.plot([], [], lw=2, color="#ff9f1c", label="SLADS")
         self.baselines: dict[str, object] = {}
+        self._target = target_fraction
         if target_fraction:
             ax.axvline(100 * target_fraction, color=self.colours["grid"], lw=1)
-            ax.set_xlim(0, 100 * target_fraction * 1.02)
+        self._rescale()
         self._legend()
         self.redraw(now=True)
 
@@ -149,6 +167,22 @@ class TDCurvePlot(PlotCanvas):
         self._rescale()
         self.redraw(now=True)
 
+    def mark_fraction(self, fraction: float | None) -> None:
+        """A vertical marker at ``fraction`` (0-1; the replay's step), or none."""
+        line = getattr(self, "marker", None)
+        if fraction is None:
+            if line is not None:
+                line.remove()
+                self.marker = None
+                self.redraw()
+            return
+        x = 100 * float(fraction)
+        if line is None:
+            self.marker = self.ax.axvline(x, color="#4cc9f0", lw=1.2, ls="-", label="_replay step")
+        else:
+            self.marker.set_xdata([x, x])
+        self.redraw()
+
     @property
     def slads_points(self) -> int:
         return len(self._x)
@@ -158,6 +192,9 @@ class TDCurvePlot(PlotCanvas):
         self.ax.autoscale_view()
         lo, hi = self.ax.get_ylim()
         self.ax.set_ylim(0, max(hi, 1e-3))
+        if getattr(self, "_target", None):    # the x axis ends at the run's target (or an earlier run's)
+            xmax = max([100 * self._target] + [max(x) for x, _ in self.earlier if x])
+            self.ax.set_xlim(0, xmax * 1.02)
 
 
 class SpectrumPlot(PlotCanvas):
@@ -216,3 +253,43 @@ class HistogramPlot(PlotCanvas):
         ax.set_title(title)
         self.thresholds = np.asarray(thresholds, dtype=float).ravel()
         self.redraw()
+
+
+class PlotsDock(QWidget):
+    """The "Plots" dock: the TD curve and the spectrum plot as two tabs of one dock, with a
+    minimum height, so that opening one never squeezes the workflow dock a second time.
+
+    Attributes
+    ----------
+    td : TDCurvePlot
+    spectrum : SpectrumPlot
+    tabs : QTabWidget
+    """
+
+    #: Minimum height (px) of the plot area.
+    min_plot_height = 200
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.tabs = QTabWidget()
+        self.td = TDCurvePlot()
+        self.spectrum = SpectrumPlot()
+        for w in (self.td, self.spectrum):
+            w.canvas.setMinimumHeight(self.min_plot_height)
+        self.tabs.addTab(self.td, "TD curve")
+        self.tabs.addTab(self.spectrum, "Spectrum")
+        self.tabs.setToolTip("TD curve: total distortion against the sampling fraction, SLADS and the static "
+                             "scans.  Spectrum: the spectrum of the last clicked pixel of the ground truth.")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.tabs)
+
+    def plot(self, kind: str):
+        """The "td" or "spectrum" plot."""
+        try:
+            return {"td": self.td, "spectrum": self.spectrum}[kind]
+        except KeyError:
+            raise ValueError(f"unknown plot {kind!r}: expected 'td' or 'spectrum'") from None
+
+    def show_tab(self, kind: str) -> None:
+        self.tabs.setCurrentWidget(self.plot(kind))

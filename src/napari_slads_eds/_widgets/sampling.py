@@ -33,25 +33,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLineEdit,
+                            QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from .._files import output_folder
 from .._validation import InputError
 from ..acquisition import JOURNAL_NAME
 from ..pipeline import (SETTINGS_FILE, RunSettings, read_run_folder, sampling_job_kwargs, write_run_folder)
-from ._common import (LayerCombo, float_spin, int_spin, run_in_thread, set_progress, show_message, status_label,
-                      user_action)
+from ._common import (LayerCombo, StartupIndicator, float_spin, int_spin, run_in_thread, set_progress, set_status,
+                      show_message, status_label, user_action, zoom_to_layers)
 from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder"]
+__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder", "time_left"]
 
 #: Names of the live layers (key -> layer name).
 LIVE_LAYERS = {"mask": "measurement mask", "reconstruction": "reconstruction", "erd": "ERD"}
 LIVE_KEY = "slads_eds_live"
+#: Metadata key of the static-scan mask layers of a replay.
+REPLAY_KEY = "slads_eds_replay"
 
 #: Environment variable naming the folder in which every GUI run gets its own run folder
 #: (default ``~/slads-eds-runs``).
@@ -110,6 +113,39 @@ class RunParameters:
     baselines: tuple = ("random", "halton")
 
 
+#: Seconds of measuring before the time left is estimated (the initial pattern arrives at
+#: once and would give an absurd rate).
+TIME_LEFT_AFTER = 3.0
+
+
+def time_left(t0: float, n0: int, now: float, n: int, target: int, min_seconds: float = TIME_LEFT_AFTER):
+    """Seconds left to the target at the rate measured since ``(t0, n0)``, or None before
+    ``min_seconds`` of measuring (or without progress).
+
+    Parameters
+    ----------
+    t0, now : float
+        Times (s) of the first displayed frame and of this one.
+    n0, n : int
+        Measurements at those times.
+    target : int
+        Measurements of the whole run.
+    """
+    dt, dn = now - t0, n - n0
+    if dt < min_seconds or dn <= 0:
+        return None
+    return max(0.0, (target - n) * dt / dn)
+
+
+def _show_name(layer, on: bool = True) -> None:
+    """The layer's name written in its grid cell (napari's layer-name overlay)."""
+    overlay = getattr(layer, "name_overlay", None)
+    if overlay is not None:
+        overlay.visible = on
+        overlay.box = True
+        overlay.font_size = 11
+
+
 def _is_specimen_layer(layer) -> bool:
     return specimen_info(layer) is not None
 
@@ -127,6 +163,10 @@ class SamplingWidget(QWidget):
     #: which the engine process would otherwise have.  Displays are spaced so that the GUI
     #: stays within this budget (never closer than the update interval).
     display_budget = 0.15
+
+    #: The settings scroll in their own area and the run controls stay in view: the
+    #: workflow dock puts this widget in its tab as it is (no scroll area around it).
+    scrolls_itself = True
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
@@ -150,6 +190,10 @@ class SamplingWidget(QWidget):
         self._display_gap = 0.0
         self._cpu_mark = None
         self.run: _Run | None = None
+        self._rate_mark: tuple[float, int] | None = None
+        self.hidden_by_run: list = []
+        self.replay_data = None          # the RunReplay shown by the measurement slider
+        self._replay_source = None       # a run folder's journal being replayed (else the last result)
         self.saved_to: Path | None = None
         self.write_worker = None
 
@@ -175,10 +219,15 @@ class SamplingWidget(QWidget):
         self.dwell_spin = float_spin(0.001, 3600.0, 10.0, step=1.0, decimals=3, suffix=" s",
                                      tip="Dwell time per spectrum, for the beam-time estimate")
         self.seed_spin = int_spin(0, 2**31 - 1, 0)
-        self.baselines_check = QCheckBox("static random and Halton scans")
+        self.baselines_check = QCheckBox("static random, Halton")
         self.baselines_check.setChecked(True)
         self.baselines_check.setToolTip("Before the run, measure static scans at the same budget and plot "
                                         "their TD for comparison (takes a few seconds on large grids)")
+        self.focus_check = QCheckBox("grid of the run's layers")
+        self.focus_check.setChecked(True)
+        self.focus_check.setToolTip("On Start: only the ground truth and the live layers visible (the others "
+                                    "are hidden, not deleted), side by side in grid view, zoomed to fill the "
+                                    "canvas")
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText(f"new folder in {runs_base()}")
         self.folder_edit.setToolTip(
@@ -195,6 +244,16 @@ class SamplingWidget(QWidget):
         self.resume_button = QPushButton("Resume from journal…")
         self.resume_button.setToolTip("Continue a stopped, failed or killed run from its run folder "
                                       "(journal.h5): nothing measured is measured again")
+        self.replay_button = QPushButton("Replay the sampling order")
+        self.replay_button.setToolTip(
+            "After a run: a 'measurement' slider under the canvas steps through the run.  At step k the "
+            "mask, reconstruction and ERD layers show the state after the first k measurements, beside the "
+            "static Halton and random scans of the same budget")
+        self.replay_folder_button = QPushButton("Replay folder…")
+        self.replay_folder_button.setToolTip("Step through a run folder's measurements (journal.h5), finished or not")
+        self.movie_button = QPushButton("Export movie…")
+        self.movie_button.setToolTip("Write the replay (step 0 to the end) as an MP4 or GIF of the canvas "
+                                     "(needs napari-animation: pip install 'napari-slads-eds[movie]')")
         self.save_button = QPushButton("Save run…")
         self.save_button.setToolTip("Write the finished run into another folder (it is already in its run folder)")
         self.progress = QProgressBar()
@@ -202,6 +261,7 @@ class SamplingWidget(QWidget):
         self.status = status_label("")
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Simulated object", self.specimen_combo)
         form.addRow("Models", self.models_label)
         form.addRow("Initial fraction", self.initial_spin)
@@ -213,6 +273,7 @@ class SamplingWidget(QWidget):
         form.addRow("Dwell time", self.dwell_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Compare with", self.baselines_check)
+        form.addRow("View", self.focus_check)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
@@ -223,22 +284,49 @@ class SamplingWidget(QWidget):
         files = QHBoxLayout()
         files.addWidget(self.resume_button)
         files.addWidget(self.save_button)
+        # the settings scroll inside their own area; the run controls below them never scroll
+        # away, however short the dock gets (e.g. when the plot dock opens under it)
+        settings = QWidget()
+        settings_lay = QVBoxLayout(settings)
+        settings_lay.setContentsMargins(0, 0, 0, 0)
+        settings_lay.addLayout(form)
+        settings_lay.addStretch(1)
+        self.settings_area = QScrollArea()
+        self.settings_area.setWidgetResizable(True)
+        self.settings_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.settings_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.settings_area.setWidget(settings)
+        self.settings_area.setMinimumHeight(60)
+        self.controls = QWidget()
+        controls = QVBoxLayout(self.controls)
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addLayout(buttons)
+        controls.addWidget(self.progress)
+        controls.addWidget(self.status)
+        files.insertWidget(1, self.replay_folder_button)
+        controls.addLayout(files)
+        replay_row = QHBoxLayout()
+        replay_row.addWidget(self.replay_button)
+        replay_row.addWidget(self.movie_button)
+        controls.addLayout(replay_row)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.status)
-        lay.addLayout(files)
-        lay.addStretch(1)
+        lay.addWidget(self.settings_area, 1)
+        lay.addWidget(self.controls, 0)
+        self.busy_indicator = StartupIndicator(self.progress, self._status)
 
         self.start_button.clicked.connect(lambda: self.start())
         self.pause_button.clicked.connect(self._toggle_pause)
         self.stop_button.clicked.connect(lambda: self.stop())
         self.save_button.clicked.connect(lambda: self.save())
         self.resume_button.clicked.connect(lambda: self.resume_run())
+        self.replay_button.clicked.connect(lambda: self.replay())
+        self.movie_button.clicked.connect(lambda: self.export_movie())
+        self.replay_folder_button.clicked.connect(lambda: self.replay_folder())
         self.folder_button.clicked.connect(self._choose_folder)
         self.session.models_changed.connect(self._show_models)
+        self.session.models_changed.connect(self._update_start)
         self.session.busy_changed.connect(self._on_busy)
+        self.specimen_combo.currentIndexChanged.connect(self._update_start)
         self._show_models()
         self._on_busy(self.session.busy)
 
@@ -383,6 +471,8 @@ class SamplingWidget(QWidget):
         run.gui = {"frame_interval": p.frame_interval, "baselines": list(p.baselines),
                    "dwell_time_s": self.dwell_spin.value()}
         self.run = run
+        self._end_replay()
+        self._replay_source = None
         self._prepare_layers(gt, info)
         self.result = None
         self.saved_to = None
@@ -392,11 +482,20 @@ class SamplingWidget(QWidget):
         self._next_display, self._display_gap, self._cpu_mark = 0.0, p.frame_interval, None
         self.last_run_wall = None
         set_progress(self.progress, 0, self._target)
-        td = s.plot("td")
-        td.clear(target_fraction=run.settings.fraction)
+        self._rate_mark = None
+        td = s.plot("td")          # first: a new Plots dock changes the canvas size
+        td.clear(target_fraction=run.settings.fraction)     # the earlier runs stay, greyed
+        s.show_plot("td")
+        if self.focus_check.isChecked():
+            shown = self.show_run(gt)
+            # once more when a new dock has taken its place
+            QTimer.singleShot(400, lambda: self._refit(shown))
         verb = "resuming" if run.resumed else "starting"
-        self._status(f"{verb}: computing the static random and Halton scans for comparison…"
-                     if p.baselines else f"{verb}…")
+        e = s.engine
+        cold = e is None or not e.is_alive()
+        self.busy_indicator.start(f"{verb}: writing the run folder and starting the engine (a separate process "
+                                  "that loads TensorFlow)…" if cold else f"{verb}: writing the run folder…",
+                                  "starting the engine…" if cold else "writing the run folder…")
         kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
         kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
                       baselines=tuple(p.baselines))
@@ -468,6 +567,7 @@ class SamplingWidget(QWidget):
 
     def resume(self) -> None:
         self.session.resume()
+        self._rate_mark = None            # the time-left estimate restarts after a pause
         self.pause_button.setText("Pause")
 
     def _toggle_pause(self) -> None:
@@ -492,7 +592,7 @@ class SamplingWidget(QWidget):
                  "erd": np.zeros((H, W), dtype=np.float32)}
         for key, name in LIVE_LAYERS.items():
             layer = next((l for l in self.viewer.layers if l.metadata.get(LIVE_KEY) == key), None)
-            if layer is not None and layer.data.shape != (H, W):
+            if layer is not None and tuple(layer.data.shape[-2:]) != (H, W):
                 self.viewer.layers.remove(layer)
                 layer = None
             if layer is None:
@@ -515,7 +615,196 @@ class SamplingWidget(QWidget):
             idx = self.viewer.layers.index(layer)
             self.viewer.layers.move(idx, len(self.viewer.layers))
 
+    def show_run(self, gt=None) -> list:
+        """Show the run: the ground truth and the live layers visible (every other layer is
+        hidden, not deleted; :meth:`show_all_layers` shows them again), side by side in grid
+        view (ground truth, ERD / reconstruction, mask), zoomed to fill the canvas.
+        Returns the visible layers."""
+        v = self.viewer
+        gt = gt if gt is not None else self.specimen_combo.layer()
+        live = [self.layers[k] for k in ("erd", "reconstruction", "mask", "static Halton", "static random")
+                if k in self.layers]
+        shown = ([gt] if gt is not None else []) + live
+        for layer in v.layers:
+            if layer.visible and not any(layer is l for l in shown):
+                layer.visible = False
+                self.hidden_by_run.append(layer)
+        for layer in shown:
+            layer.visible = True
+        # bottom to top: ground truth, ERD, reconstruction, mask (the overlay order when the
+        # grid is off); the grid, reversed, puts the ground truth top left
+        for layer in shown:
+            v.layers.move(v.layers.index(layer), len(v.layers))
+            _show_name(layer)
+        grid = v.canvas.grid        # stride 1: the lowest visible layer top left
+        grid.stride, grid.shape, grid.enabled = 1, (-1, -1), True
+        zoom_to_layers(v, shown)
+        return shown
+
+    def _refit(self, layers) -> None:
+        try:
+            zoom_to_layers(self.viewer, [l for l in layers if l in self.viewer.layers])
+        except RuntimeError:      # the viewer closed meanwhile
+            pass
+
+    def show_all_layers(self) -> None:
+        """Show the layers :meth:`show_run` hid, and leave the grid view."""
+        for layer in self.layers.values():
+            _show_name(layer, False)
+        for layer in self.hidden_by_run:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self.hidden_by_run = []
+        self.viewer.canvas.grid.enabled = False
+        self.viewer.fit_to_view()
+
+    # ------------------------------------------------------------------ replay
+    @user_action("Replay")
+    def replay(self):
+        """Step through the finished run: the mask, reconstruction and ERD layers become
+        stacks over the measurement index (lazy: a step is computed when shown), with a
+        napari dims slider "measurement"; the static Halton and random scans of the same
+        budget are added beside them.  Returns the :class:`~.replay_view.RunReplay`."""
+        from ..erd import load_erd_model
+        from .replay_view import RunReplay
+
+        r = self._replay_source if self._replay_source is not None else self.result
+        if r is None or not len(r.get("positions", ())):
+            raise InputError("no finished run to replay: run SLADS first (Start), or 'Replay folder…'")
+        if self.session.busy:
+            raise InputError("wait for the engine to finish before replaying")
+        model_path = Path(self.run.erd_report.get("path", "")) if self.run is not None else None
+        if model_path is None or not model_path.is_file():
+            model_path = self.session.erd_path
+        model = load_erd_model(model_path) if model_path is not None and Path(model_path).is_file() else None
+        seed = int(self.run.settings.seed) if self.run is not None else 0
+        rep = RunReplay(r["grid"], r["positions"], r["labels"], int(r["phases"]), model, seed=seed)
+        self._end_replay()
+        self.replay_data = rep
+        gt = next((l for l in self.viewer.layers if specimen_info(l) is self._info), None)
+        present = [l for l in self.viewer.layers]
+        if any(not any(self.layers.get(k) is l for l in present) for k in LIVE_LAYERS):
+            if gt is None:      # the live layers were deleted: they can be made again over the ground truth
+                raise InputError("the run's ground truth is no longer in the viewer: use 'Replay folder…' "
+                                 "with its run folder")
+            self._prepare_layers(gt, self._info)
+        kw = {"scale": tuple(self.layers["mask"].scale[-2:]), "translate": tuple(self.layers["mask"].translate[-2:])}
+        self.layers["mask"].data = rep.lazy("mask")
+        self.layers["reconstruction"].data = rep.lazy("reconstruction")
+        erd = self.layers["erd"]
+        erd.data = rep.lazy("erd", scaled=True)      # the ERD shrinks as the run goes on: scaled per step
+        erd.contrast_limits = (0.0, 1.0)
+        self._pending_erd = None
+        for name in rep.static_rank:
+            layer = self.viewer.add_image(rep.lazy("mask", name), name=f"{name} (same budget)", colormap="gray",
+                                          contrast_limits=(0, 1), metadata={REPLAY_KEY: name}, **kw)
+            self.layers[f"static {name}"] = layer
+        dims = self.viewer.dims
+        labels = list(dims.axis_labels)
+        labels[0] = "measurement"
+        dims.axis_labels = labels
+        dims.set_point(0, rep.n)
+        dims.events.point.connect(self._on_replay_step)
+        if self.focus_check.isChecked():
+            self.show_run(gt)
+        self._on_replay_step()
+        self.movie_button.setEnabled(True)
+        return rep
+
+    @user_action("Export movie")
+    def export_movie(self, path=None, frames: int = 48, fps: int = 8, scale_factor: float | None = None):
+        """Write the replay, step 0 to the last measurement in ``frames`` frames, as a movie
+        of the canvas (``.mp4``, ``.gif``, …; napari-animation).  Returns the path."""
+        if self.replay_data is None:
+            raise InputError("replay a run first ('Replay the sampling order')")
+        try:
+            from napari_animation import Animation
+        except ImportError as exc:
+            raise InputError("exporting a movie needs napari-animation: pip install 'napari-slads-eds[movie]'") from exc
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export the replay as a movie", "slads_replay.mp4",
+                                                  "Movies (*.mp4 *.gif *.mov)")
+            if not path:
+                return None
+        path = Path(path)
+        if path.suffix.lower() not in (".mp4", ".gif", ".mov", ".avi", ".mkv"):
+            raise InputError(f"movie file: expected .mp4, .gif, .mov, .avi or .mkv, got {path.name!r}")
+        frames = max(2, int(frames))
+        rep, dims = self.replay_data, self.viewer.dims
+        anim = Animation(self.viewer)
+        dims.set_point(0, 0)
+        anim.capture_keyframe(steps=1)
+        dims.set_point(0, rep.n)
+        anim.capture_keyframe(steps=frames - 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        anim.animate(str(path), fps=int(fps), canvas_only=True, scale_factor=scale_factor)
+        self._status(f"replay written to {path} ({frames} frames)")
+        return path
+
+    @user_action("Replay a run folder")
+    def replay_folder(self, folder=None):
+        """Replay the run in ``folder`` (a run folder of this widget or ``slads-eds run``,
+        finished or not): its ground truth is shown as ``ground truth (<folder>)`` and its
+        journal's measurements can be stepped through as after a run.  Returns the
+        :class:`~.replay_view.RunReplay`."""
+        from ..acquisition import read_journal
+
+        if self.session.busy:
+            raise InputError("wait for the engine to finish before replaying")
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Replay a run: choose its run folder (with journal.h5)",
+                                                      str(runs_base()))
+            if not folder:
+                return None
+        rf = read_run_folder(folder)
+        j = read_journal(rf.path / JOURNAL_NAME)
+        if not len(j["label"]):
+            raise InputError(f"{rf.path / JOURNAL_NAME}: no measurement in the journal, nothing to replay")
+        gt, info = self._show_run_specimen(rf)
+        self._end_replay()
+        self._info = info
+        self.run = _Run(rf.path, rf.settings, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
+        self.specimen_combo.set_layer(gt)
+        self._prepare_layers(gt, info)
+        self._replay_source = {"grid": list(info.shape), "positions": j["position"], "labels": j["label"],
+                               "phases": info.n_phases}
+        self.result = None
+        return self.replay()
+
+    def replay_step(self) -> int:
+        """The measurement index the slider shows (k: the first k measurements)."""
+        return int(round(self.viewer.dims.point[0])) if self.viewer.dims.ndim > 2 else 0
+
+    def _on_replay_step(self, event=None) -> None:
+        rep = self.replay_data
+        if rep is None:
+            return
+        k = min(max(self.replay_step(), 0), rep.n)
+        H, W = rep.shape
+        self.session.plot("td").mark_fraction(k / (H * W))
+        self._status(f"replay: the first {k} of {rep.n} measurements ({100 * k / (H * W):.2f} %); drag the "
+                     f"'measurement' slider under the canvas")
+
+    def _end_replay(self) -> None:
+        """Leave the replay: the static scan layers go, the live layers become 2-D again."""
+        if self.replay_data is None:
+            return
+        self.replay_data = None
+        try:
+            self.viewer.dims.events.point.disconnect(self._on_replay_step)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        for key in [k for k in self.layers if k.startswith("static ")]:
+            layer = self.layers.pop(key)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.session.plot("td").mark_fraction(None)
+
     def _on_message(self, msg: dict) -> None:
+        if self.busy_indicator.active:
+            self.busy_indicator.stop()
+            if self._params is not None and self._params.baselines:
+                self._status("computing the static random and Halton scans for comparison…")
         t = msg.get("type")
         if t == "frame":
             self._apply_frame(msg)
@@ -560,13 +849,16 @@ class SamplingWidget(QWidget):
             self._show_erd(msg["erd"])
         set_progress(self.progress, min(self.n_measured, self._target))
         rate = float(msg.get("rate") or 0.0)
-        left = (self._target - self.n_measured) / rate if rate > 0 else float("nan")
+        now = time.perf_counter()
+        if self._rate_mark is None:
+            self._rate_mark = (now, self.n_measured)
+        left = time_left(*self._rate_mark, now, self.n_measured, self._target)
         td = msg.get("td")
         self._status(
             f"measured {self.n_measured} of {self._target} ({100 * msg['fraction']:.2f} %)"
             + (f" · TD {td:.4f}" if td is not None else "")
             + f" · {rate:.0f} measurements/s"
-            + (f" · about {left:.0f} s left" if np.isfinite(left) and not msg.get("final") else ""))
+            + (f" · about {left:.0f} s left" if left is not None and not msg.get("final") else ""))
 
     def _show_erd(self, erd) -> None:
         """Show an ERD map (NaN at measured pixels -> 0).  While the layer is hidden the map
@@ -592,6 +884,7 @@ class SamplingWidget(QWidget):
             self._show_erd(self._pending_erd)
 
     def _on_done(self, outcome) -> None:
+        self.busy_indicator.stop()
         self.pause_button.setText("Pause")
         self.last_run_wall = time.perf_counter() - self._t_start
         if outcome.status == "done":
@@ -619,7 +912,8 @@ class SamplingWidget(QWidget):
         elif outcome.status == "cancelled":
             self._status(f"stopped at {self.n_measured} measurements (no result)." + self._resume_hint(outcome))
         elif outcome.status == "error":
-            self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome))
+            self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome),
+                         error=True)
 
     def _resume_hint(self, outcome) -> str:
         """After a run ended without a result: how to continue it (unless its folder has no
@@ -630,10 +924,14 @@ class SamplingWidget(QWidget):
             return ""
         return "  Every measured spectrum is in the journal: 'Resume from journal…' continues the run."
 
-    def _status(self, text: str) -> None:
+    def _status(self, text: str, error: bool = False) -> None:
         """The status line, with the run folder on a second line."""
         folder = f"\nrun folder: {self.run.folder}" if self.run is not None else ""
-        self.status.setText(text + folder)
+        set_status(self.status, text + folder, error)
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The status line (errors of this widget's actions are repeated here)."""
+        self._status(text, error)
 
     def _write_results(self, result: dict, summary: str) -> None:
         """Write the finished run into its run folder (in a worker thread: the TD plot and the
@@ -702,14 +1000,41 @@ class SamplingWidget(QWidget):
         return files
 
     # ------------------------------------------------------------------ display
+    def start_blocked_reason(self) -> str | None:
+        """Why Start cannot run now (shown as the Start button's tooltip), or None."""
+        s = self.session
+        if s.busy:
+            return (f"The engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}: wait for it to finish "
+                    "or press Stop")
+        if specimen_info(self.specimen_combo.layer()) is None:
+            return "No simulated object yet: create one in step 2 (Simulated object)"
+        missing = [what for what, path in (("spectrum classifier", s.classifier_path), ("ERD model", s.erd_path))
+                   if path is None]
+        if missing:
+            return f"No {' and no '.join(missing)} yet: train or load {'them' if len(missing) > 1 else 'it'} " \
+                   "in step 3 (Training)"
+        return None
+
+    def _update_start(self, *_) -> None:
+        try:
+            reason = self.start_blocked_reason()
+            self.start_button.setEnabled(reason is None)
+            self.start_button.setToolTip(reason or "Start the run: SLADS measures the simulated object up to the "
+                                                   "target fraction, journaled into the run folder")
+        except RuntimeError:  # widget deleted
+            pass
+
     def _on_busy(self, busy: bool) -> None:
         try:
             running = busy and self.session.job_name == "run_slads"
-            self.start_button.setEnabled(not busy)
+            self._update_start()
             self.resume_button.setEnabled(not busy)
             self.pause_button.setEnabled(running)
             self.stop_button.setEnabled(running)
             self.save_button.setEnabled(not busy and self.result is not None)
+            self.replay_button.setEnabled(not busy and self.result is not None and self.result.get("n_measured", 0) > 0)
+            self.movie_button.setEnabled(not busy and self.replay_data is not None)
+            self.replay_folder_button.setEnabled(not busy)
         except RuntimeError:  # widget deleted
             pass
 

@@ -22,7 +22,7 @@ from .._validation import InputError, check_label_image
 from ..segmentation import Regions, majority_downsample, split_regions
 from ..spectra import bundled_standards, default_standards_for, make_reference_spectra, read_spectrum
 from ..specimen import SimulatedSpecimen
-from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, status_label, user_action
+from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_status, status_label, user_action, zoom_to_layers
 from ._session import SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ class SpecimenWidget(QWidget):
             defaults = default_standards_for(L)
         except InputError:
             defaults = [None] * L
-        old = [c.currentText() for c in self.ref_combos]
+        # runs when the phase count changes: every row starts from the documented default
+        # (keeping the old picks gave Si, Fe, Fe for 3 phases after a 2-phase sample)
         while self.refs_form.rowCount():
             self.refs_form.removeRow(0)
         self.ref_combos = []
@@ -151,7 +152,7 @@ class SpecimenWidget(QWidget):
                 c.addItem("(choose)")
             c.addItems(names)
             c.addItem(_FILE_ITEM)
-            pick = old[l - 1] if l - 1 < len(old) and old[l - 1] not in ("(choose)", _FILE_ITEM) else defaults[l - 1]
+            pick = defaults[l - 1]
             if pick is not None:
                 if c.findText(pick) < 0:
                     c.insertItem(c.count() - 1, pick)
@@ -257,9 +258,20 @@ class SpecimenWidget(QWidget):
                f"{len(train_maps)} training regions.  Click a pixel of '{gt.name}' to see its spectrum.")
         if missing:
             msg += f"  Note: phase(s) {missing} do not occur in the test region."
-        self.status.setText(msg)
+        self.show_status(msg + "  Next: train the models (step 3).")
+        self.zoom_to_test_region(gt)
         self._install_spectrum_picker()
         return gt
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The status line (errors of this widget's actions are repeated here)."""
+        set_status(self.status, text, error)
+
+    def zoom_to_test_region(self, gt=None) -> None:
+        """Centre the camera on the ground-truth layer (the test region) and fit it to the canvas."""
+        gt = gt if gt is not None else next((l for l in self.viewer.layers if specimen_info(l) is not None), None)
+        if gt is not None:
+            zoom_to_layers(self.viewer, [gt])
 
     def _add_ground_truth(self, phase_layer, info: SpecimenInfo):
         f = info.factor
@@ -352,6 +364,6 @@ def plot_pixel_spectrum(session, info: SpecimenInfo, row: int, col: int):
     else:
         name = info.phase_names[lab - 1]
         title, ref = f"pixel ({row}, {col}): phase {lab} ({name})", refs[lab - 1].mean(axis=0)
-    plot = session.plot("spectrum")
+    plot = session.show_plot("spectrum")
     plot.show_spectrum(e, counts, title, reference=ref, xmax_keV=xmax)
     return plot

@@ -31,7 +31,8 @@ from ..erd import load_erd_model
 from ..pipeline import CLASSIFIER_FILES
 from ..segmentation import majority_downsample
 from ..spectra import EnergyAxis
-from ._common import LayerCombo, float_spin, follow_layers, int_spin, layer_data_2d, set_progress, status_label, user_action
+from ._common import (LayerCombo, StartupIndicator, float_spin, follow_layers, int_spin, layer_data_2d, set_progress,
+                      set_status, status_label, user_action)
 from ._session import _real, session_for, specimen_info
 
 if TYPE_CHECKING:
@@ -154,6 +155,9 @@ class TrainingWidget(QWidget):
         self.both_button = QPushButton("Train both")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.status = status_label("")
+        self.clf_busy = StartupIndicator(self.clf_progress, self.clf_label.setText)
+        self.erd_busy = StartupIndicator(self.erd_progress, self.erd_label.setText)
 
         top = QFormLayout()
         top.addRow("Simulated object", self.specimen_combo)
@@ -193,6 +197,7 @@ class TrainingWidget(QWidget):
         r.addWidget(self.both_button)
         r.addWidget(self.stop_button)
         lay.addLayout(r)
+        lay.addWidget(self.status)
         lay.addStretch(1)
 
         self.clf_button.clicked.connect(lambda: self.train_classifier())
@@ -294,7 +299,8 @@ class TrainingWidget(QWidget):
         if self.epochs_spin.value() > 0:
             kwargs["epochs"] = self.epochs_spin.value()
         set_progress(self.clf_progress, 0)
-        self.clf_label.setText("starting the engine…" if self.session.engine is None else "training…")
+        self.show_status("")
+        self.clf_busy.start(self._waiting_text(), self._waiting_text(short=True))
         names = list(info.phase_names)
         return self.session.run_job("train_classifier", kwargs, on_message=self._on_clf_message,
                                     on_done=lambda outcome: self._on_clf_done(outcome, names), start=start)
@@ -302,14 +308,17 @@ class TrainingWidget(QWidget):
     def _on_clf_message(self, msg):
         if msg.get("type") != "progress" or msg.get("stage") != "classifier":
             return
+        self.clf_busy.stop()
         model = {"detector": "detector", "cnn": "CNN"}.get(msg.get("model"), msg.get("model"))
         set_progress(self.clf_progress, msg["done"], msg["total"], f"{model} epoch %v/%m")
         extra = f", accuracy {msg['accuracy']:.4f}" if "accuracy" in msg else ""
         self.clf_label.setText(f"{model}: epoch {msg['done']}/{msg['total']}, loss {msg.get('loss', float('nan')):.4g}{extra}")
 
     def _on_clf_done(self, outcome, phase_names):
+        self.clf_busy.stop()
         if outcome.status != "done":
             self.clf_label.setText(f"classifier training {outcome.status}")
+            self._report_outcome("Classifier training", outcome)
             self._chain.clear()
             return
         rep = dict(outcome.result)
@@ -355,14 +364,19 @@ class TrainingWidget(QWidget):
         if self.regressor_combo.currentData() != "linear":
             kwargs["regressor"] = self.regressor_combo.currentData()
         set_progress(self.erd_progress, 0)
-        self.erd_label.setText(f"training on {len(maps)} phase maps…")
         self._c_lines: list[str] = []
+        if self.session.engine is None or not self.session.engine.is_alive():
+            self.erd_busy.start(f"training on {len(maps)} phase maps: " + self._waiting_text(),
+                                self._waiting_text(short=True))
+        else:
+            self.erd_label.setText(f"training on {len(maps)} phase maps…")
         return self.session.run_job("train_erd", kwargs, on_message=self._on_erd_message,
                                     on_done=self._on_erd_done, start=start)
 
     def _on_erd_message(self, msg):
         if msg.get("type") != "progress":
             return
+        self.erd_busy.stop()
         stage = msg.get("stage")
         fmt = {"erd-database": "database %v/%m", "c-search": "c search %v/%m"}.get(stage, "%v/%m")
         set_progress(self.erd_progress, msg["done"], msg["total"], fmt)
@@ -373,8 +387,10 @@ class TrainingWidget(QWidget):
             self.erd_label.setText("\n".join(self._c_lines))
 
     def _on_erd_done(self, outcome):
+        self.erd_busy.stop()
         if outcome.status != "done":
             self.erd_label.setText(f"ERD training {outcome.status}")
+            self._report_outcome("ERD training", outcome)
             self._chain.clear()
             return
         self.session.set_erd(outcome.result["path"], outcome.result)
@@ -431,6 +447,23 @@ class TrainingWidget(QWidget):
         self.session.stop()
 
     # ------------------------------------------------------------------ display
+    def _waiting_text(self, short: bool = False) -> str:
+        e = self.session.engine
+        if e is None or not e.is_alive():
+            return "starting the engine…" if short else \
+                "starting the engine (a separate process that loads TensorFlow)…"
+        return "waiting for the engine…"
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """The status line at the bottom (errors of this widget's actions are repeated here)."""
+        set_status(self.status, text, error)
+
+    def _report_outcome(self, what: str, outcome) -> None:
+        if outcome.status == "error":
+            self.show_status(f"{what} failed: {str(outcome.error).rstrip('.')}.", error=True)
+        elif outcome.status == "cancelled":
+            self.show_status(f"{what} stopped.")
+
     def _on_busy(self, busy: bool):
         try:
             for b in (self.clf_button, self.erd_button, self.both_button, self.clf_load, self.erd_load):
@@ -461,6 +494,8 @@ class TrainingWidget(QWidget):
                 lines += [f"  c = {float(c):g}: area under TD {float(a):.4g}" for c, a in areas.items()]
                 self.erd_label.setText("\n".join(lines))
                 set_progress(self.erd_progress, self.erd_progress.maximum())
+            if s.classifier_path is not None and s.erd_path is not None:
+                self.show_status("Both models are ready.  Next: the sampling run (step 4).")
         except RuntimeError:
             pass
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._session import _real
 from .micrograph import MicrographWidget
@@ -42,8 +43,16 @@ class WorkflowWidget(QWidget):
         self.steps = []
         for title, cls in STEPS:
             w = cls(viewer)
+            if getattr(w, "scrolls_itself", False):   # the Run tab: its settings scroll, its controls never
+                self.tabs.addTab(w, title)
+                self.steps.append(w)
+                continue
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            # the steps fit the dock's width (long texts wrap, combo boxes shrink); only
+            # vertical scrolling (the Run tab scrolls its settings itself, not its controls)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             scroll.setWidget(w)
             self.tabs.addTab(scroll, title)
             self.steps.append(w)

@@ -1,0 +1,297 @@
+"""GUI tests of the teaching/inspection experience (issue 16): correct state when samples
+change, feedback (Start gating, errors in the status lines, TD plot of earlier runs, time
+left), a layout that holds (one Plots dock, run controls never scrolled away) and the
+camera on the test region.  No engine: the models are numpy-made stand-ins (a classifier
+folder is only read for its classifier.json in the GUI process).
+
+Runs in a real napari window (1600 x 1000 under Xvfb) where the layout is tested.
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-slads-eds"
+
+
+def _notes(since=0):
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records[since:]]
+
+
+def _n_notes():
+    from napari.utils.notifications import notification_manager
+
+    return len(notification_manager.records)
+
+
+def _no_tensorflow():
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+@pytest.fixture
+def window(make_napari_viewer, qtbot):
+    """A shown viewer of 1600 x 1000 with the workflow dock."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
+    qtbot.wait(50)
+    return viewer, wf
+
+
+@pytest.fixture
+def stand_in_models(tmp_path):
+    """A 2-phase classifier folder (classifier.json; the Keras files are placeholders, never
+    loaded here) and a linear ERD model made with numpy."""
+    from napari_slads_eds.erd import LinearERD
+
+    clf = tmp_path / "classifier"
+    clf.mkdir()
+    for name in ("detector.keras", "cnn.keras"):
+        (clf / name).write_bytes(b"placeholder")
+    (clf / "classifier.json").write_text(json.dumps({
+        "phase_names": ["Si", "Fe"], "axis": {"offset_keV": 0.0, "scale_keV": 0.01, "size": 2048},
+        "threshold": 0.1, "report": {"misclassification": 0.0}}))
+    rng = np.random.default_rng(0)
+    erd = tmp_path / "erd.npz"
+    LinearERD(rng.normal(size=28), np.zeros(6), np.ones(6), c=4.0, meta={"n_phases": 2}).save(erd)
+    return clf, erd
+
+
+def _create(wf, size=32, factor=4):
+    sw = wf.specimen
+    sw.size_spin.setValue(size)
+    sw.factor_spin.setValue(factor)
+    return sw.create_specimen()
+
+
+# ----------------------------------------------------------------------------- correct state
+
+def test_reference_spectra_reset_to_the_defaults_when_the_phase_count_changes(window):
+    from napari_slads_eds.spectra import default_standards_for
+
+    viewer, wf = window
+    sw = wf.specimen
+    viewer.open_sample(PLUGIN, "gold_ready")
+    assert [c.currentText() for c in sw.ref_combos] == list(default_standards_for(2))
+    sw.set_reference(1, "Fe")                          # a user's pick, kept while L stays 2
+    sw.factor_spin.setValue(4)
+    assert [c.currentText() for c in sw.ref_combos][0] == "Fe"
+
+    viewer.open_sample(PLUGIN, "glass_ready")          # 3 phases: the 3-phase defaults
+    sw.phase_combo.set_layer(viewer.layers[-1])
+    assert sw.phases_spin.value() == 3
+    expected = list(default_standards_for(3))
+    assert [c.currentText() for c in sw.ref_combos] == expected
+    assert len(set(expected)) == 3
+    gt = _create(wf, size=64, factor=4)
+    assert gt is not None                               # was "phases 2 and 3 have the same reference spectrum"
+    from napari_slads_eds._widgets._session import specimen_info
+
+    assert list(specimen_info(gt).phase_names) == expected
+    sw.phases_spin.setValue(2)                          # and back
+    assert [c.currentText() for c in sw.ref_combos] == list(default_standards_for(2))
+    _no_tensorflow()
+
+
+def test_segment_on_a_ready_sample_updates_its_phase_layer(window, qtbot):
+    viewer, wf = window
+    viewer.open_sample(PLUGIN, "gold_ready")
+    mw = wf.micrograph
+    ready = viewer.layers["phases"]
+    assert mw.phases_layer_of(mw.image_combo.layer()) is ready
+    worker = mw.update_preview(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    assert "already holds this micrograph's phases" in mw.status.text()
+    before = ready.data.copy()
+    mw.smooth_spin.setValue(0)                          # a different segmentation...
+    worker = mw.segment(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start()
+    labels = [l for l in viewer.layers if type(l).__name__ == "Labels"]
+    assert labels == [ready]                            # ... replaces the sample's layer, no "phases [1]"
+    assert mw.phases_layer is ready and not np.array_equal(ready.data, before)
+    tl = wf.training
+    assert [tl.train_list.item(i).text() for i in range(tl.train_list.count())] == ["phases"]
+    _no_tensorflow()
+
+
+# ----------------------------------------------------------------------------- feedback
+
+def test_start_is_disabled_until_object_and_models_exist_with_the_reason_as_tooltip(window, stand_in_models):
+    viewer, wf = window
+    rw, tw = wf.sampling, wf.training
+    assert not rw.start_button.isEnabled()
+    assert "simulated object" in rw.start_button.toolTip()
+    viewer.open_sample(PLUGIN, "gold_ready")
+    assert _create(wf) is not None
+    assert not rw.start_button.isEnabled()
+    tip = rw.start_button.toolTip()
+    assert "spectrum classifier" in tip and "ERD model" in tip and "Training" in tip
+    assert tw.load_classifier(stand_in_models[0]) is not None
+    assert not rw.start_button.isEnabled()
+    assert "spectrum classifier" not in rw.start_button.toolTip() and "ERD model" in rw.start_button.toolTip()
+    assert tw.load_erd(stand_in_models[1]) is not None
+    assert rw.start_button.isEnabled() and "Start the run" in rw.start_button.toolTip()
+    assert "Next: the sampling run" in tw.status.text()
+    viewer.layers.remove(viewer.layers["ground truth"])   # the object gone: disabled again
+    assert not rw.start_button.isEnabled() and "simulated object" in rw.start_button.toolTip()
+    _no_tensorflow()
+
+
+def test_every_error_is_repeated_in_the_tabs_status_line(window, stand_in_models):
+    viewer, wf = window
+    mw, sw, tw, rw = wf.steps
+    n0 = _n_notes()
+    assert mw.segment() is None
+    assert tw.train_classifier() is None
+    assert rw.start() is None
+    assert rw.save() is None
+    viewer.open_sample(PLUGIN, "gold_ready")
+    sw.size_spin.setValue(512)
+    assert sw.create_specimen() is None
+    notes = _notes(n0)
+    assert len(notes) == 5, notes
+    # each notification's text, in the status line of the widget whose action failed
+    assert mw.status.text() == f"Error: {notes[0]}"
+    assert tw.status.text() == f"Error: {notes[1]}"
+    assert rw.status.text() == f"Error: {notes[3]}"        # the later of the two
+    assert sw.status.text() == f"Error: {notes[4]}" and "fewer than two" in notes[4]
+    assert "color" in sw.status.styleSheet()
+    sw.size_spin.setValue(32)
+    sw.factor_spin.setValue(4)
+    assert sw.create_specimen() is not None                 # success: a normal status again
+    assert not sw.status.text().startswith("Error") and sw.status.styleSheet() == ""
+    assert "Next: train the models" in sw.status.text()
+    _no_tensorflow()
+
+
+def test_td_plot_keeps_earlier_runs_greyed(qtbot):
+    from napari_slads_eds._widgets.plots import EARLIER_RUNS, TDCurvePlot
+
+    td = TDCurvePlot()
+    qtbot.addWidget(td)
+    td.clear(target_fraction=0.1)
+    assert td.earlier == [] and td.earlier_lines == []
+    runs = []
+    for r in range(EARLIER_RUNS + 2):
+        x = np.linspace(0.01, 0.1 + 0.01 * r, 20)
+        y = 0.2 * np.exp(-30 * x) + 0.001 * r
+        for a, b in zip(x, y):
+            td.append(a, b)
+        runs.append((100 * x, y))
+        td.clear(target_fraction=0.1)
+        n = min(r + 1, EARLIER_RUNS)
+        assert len(td.earlier_lines) == n and td.slads_points == 0
+        xd, yd = td.earlier_lines[-1].get_data()
+        np.testing.assert_allclose(xd, runs[-1][0])          # the run just finished, in grey
+        np.testing.assert_allclose(yd, runs[-1][1])
+        assert td.earlier_lines[-1].get_color() == "#9a9a9a"
+        assert td.earlier_lines[-1].get_label() == "earlier runs"
+    np.testing.assert_allclose(td.earlier_lines[0].get_data()[0], runs[-EARLIER_RUNS][0])  # the oldest dropped
+    assert td.ax.get_xlim()[1] >= runs[-1][0].max()          # an earlier, longer run stays in view
+    td.clear(target_fraction=0.1)                            # a run without points adds nothing
+    assert len(td.earlier_lines) == EARLIER_RUNS
+
+
+def test_time_left_only_after_a_few_seconds_of_rate():
+    from napari_slads_eds._widgets.sampling import TIME_LEFT_AFTER, time_left
+
+    # the initial 1 % arrives at once: no estimate from it
+    assert time_left(0.0, 0, 0.1, 160, 2458) is None
+    assert time_left(0.0, 160, TIME_LEFT_AFTER - 0.01, 500, 2458) is None
+    assert time_left(0.0, 160, TIME_LEFT_AFTER + 1, 160, 2458) is None         # no progress
+    left = time_left(0.0, 160, 4.0, 560, 2460)                                # 100 / s
+    assert left == pytest.approx(19.0)
+    assert time_left(0.0, 0, 10.0, 3000, 2458) == 0.0
+
+
+# ----------------------------------------------------------------------------- layout and view
+
+def _fully_visible(w) -> bool:
+    """Shown, and its whole rectangle inside every ancestor's (no scroll area or dock cuts it)."""
+    from qtpy.QtCore import QPoint, QRect
+
+    if not w.isVisible() or w.width() == 0 or w.height() == 0:
+        return False
+    p = w.parentWidget()
+    while p is not None:
+        top_left = w.mapTo(p, QPoint(0, 0))
+        if not p.rect().contains(QRect(top_left, w.size())):
+            return False
+        p = p.parentWidget()
+    return True
+
+
+def test_plots_are_tabs_of_one_dock_and_the_run_controls_stay_in_view(window, qtbot):
+    from napari_slads_eds._widgets._session import session_for
+    from napari_slads_eds._widgets.specimen import show_spectrum_at_world
+
+    viewer, wf = window
+    viewer.open_sample(PLUGIN, "gold_ready")
+    gt = _create(wf)
+    wf.show_step(3)
+    rw = wf.sampling
+    qtbot.wait(100)
+    s = session_for(viewer)
+    # a click on a pixel opens the Plots dock on its Spectrum tab
+    plot = show_spectrum_at_world(viewer, s, tuple(gt.data_to_world((5, 7))))
+    qtbot.wait(600)                        # the dock is sized once it is laid out
+    dock = s.plots_dock()
+    assert plot is dock.spectrum and dock.tabs.currentWidget() is dock.spectrum
+    assert s.plot("td") is dock.td and dock.tabs.count() == 2
+    assert [dock.tabs.tabText(i) for i in range(2)] == ["TD curve", "Spectrum"]
+    docks = [d for d in viewer.window._qt_window.findChildren(type(dock.parent()))
+             if d.widget() is not None and d.isVisible()]
+    assert len([d for d in docks if d.widget() is dock or dock in d.findChildren(type(dock))]) == 1
+    assert dock.spectrum.canvas.height() >= 200 and dock.td.canvas.minimumHeight() >= 200
+    # the run controls and the status line are fully visible, not scrolled away
+    assert dock.parent().height() <= 320 and wf.height() > 500     # the workflow keeps most of the column
+    controls = (rw.start_button, rw.pause_button, rw.stop_button, rw.progress, rw.status, rw.resume_button,
+                rw.save_button, rw.replay_button, rw.replay_folder_button, rw.movie_button)
+    for w in controls:
+        assert _fully_visible(w), w
+    rw.show_status("a long status line " * 20, error=True)     # five lines: the settings give way
+    qtbot.wait(100)
+    for w in controls:
+        assert _fully_visible(w), w
+    s.show_plot("td")
+    assert dock.tabs.currentWidget() is dock.td
+    # no step is wider than its tab: nothing cut off at the right, no horizontal scrolling
+    for i in range(wf.tabs.count()):
+        wf.show_step(i)
+        qtbot.wait(300)
+        area = wf.tabs.widget(i)
+        if area is rw:      # no scroll area around the Run tab: its settings area scrolls
+            area = rw.settings_area
+        assert area.widget().width() <= area.viewport().width(), wf.tabs.tabText(i)
+    _no_tensorflow()
+
+
+def _visible_world_rect(viewer):
+    """(row0, col0, row1, col1) of the world area one canvas viewbox shows."""
+    cam = viewer.scene.camera
+    h, w = viewer.canvas.size
+    cy, cx = cam.center[-2:]
+    return cy - h / (2 * cam.zoom), cx - w / (2 * cam.zoom), cy + h / (2 * cam.zoom), cx + w / (2 * cam.zoom)
+
+
+def test_create_puts_the_camera_on_the_test_region(window, qtbot):
+    viewer, wf = window
+    viewer.open_sample(PLUGIN, "gold_ready")
+    viewer.reset_view()
+    qtbot.wait(50)
+    gt = _create(wf, size=32, factor=4)            # a 128 x 128 px corner of a 1024-wide micrograph
+    qtbot.wait(50)
+    (r0, c0), (r1, c1) = gt.extent.world[:, -2:]
+    v0, u0, v1, u1 = _visible_world_rect(viewer)
+    assert v0 <= r0 and u0 <= c0 and v1 >= r1 and u1 >= c1          # all of it in view
+    # and it fills the canvas (not a small corner of the whole micrograph)
+    assert max((r1 - r0) / (v1 - v0), (c1 - c0) / (u1 - u0)) > 0.85
+    _no_tensorflow()
