@@ -147,7 +147,7 @@ def test_start_is_disabled_until_object_and_models_exist_with_the_reason_as_tool
 
 def test_every_error_is_repeated_in_the_tabs_status_line(window, stand_in_models):
     viewer, wf = window
-    mw, sw, tw, rw = wf.steps
+    mw, sw, tw, rw, _ = wf.steps
     n0 = _n_notes()
     assert mw.segment() is None
     assert tw.train_classifier() is None

@@ -18,7 +18,7 @@ from qtpy.QtCore import Qt
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-slads-eds"
-WIDGETS = ("Micrograph & phases", "Simulated object", "Training", "Sampling run")
+WIDGETS = ("Micrograph & phases", "Simulated object", "Training", "Sampling run", "Replay on a real map")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -115,13 +115,15 @@ def test_every_widget_builds_from_the_manifest(make_napari_viewer):
 
     from napari_slads_eds._widgets.workflow import WorkflowWidget
 
-    classes = (MicrographWidget, SpecimenWidget, TrainingWidget, SamplingWidget)
+    from napari_slads_eds._widgets.real_map import RealMapWidget
+
+    classes = (MicrographWidget, SpecimenWidget, TrainingWidget, SamplingWidget, RealMapWidget)
     for name, cls in zip(WIDGETS, classes):
         assert isinstance(_dock(viewer, name), cls)
-    # `napari -w napari-slads-eds` opens the first widget: all four steps as tabs
+    # `napari -w napari-slads-eds` opens the first widget: the four steps and the real-map replay as tabs
     _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
     assert isinstance(wf, WorkflowWidget)
-    assert [type(w) for w in wf.steps] == list(classes) and wf.tabs.count() == 4
+    assert [type(w) for w in wf.steps] == list(classes) and wf.tabs.count() == 5
     # all widgets of one viewer share one session (one engine process, not started yet)
     from napari_slads_eds._widgets._session import session_for
 

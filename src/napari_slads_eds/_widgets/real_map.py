@@ -166,8 +166,11 @@ class RealMapWidget(QWidget):
             el.opacity = 1.0
         layer.visible = False
         self._mask = np.zeros((H, W), dtype=np.uint8)
-        spec = {"replay mask": (self._mask, dict(colormap="magenta", blending="additive", opacity=0.9)),
-                "replay reconstruction": (np.zeros((H, W), np.int16), dict(opacity=0.45)),
+        # the mask as bright dots and the reconstruction as phase outlines, so that the electron
+        # image stays readable under them
+        spec = {"replay mask": (self._mask, dict(colormap="magenta", blending="additive", opacity=1.0,
+                                                 contrast_limits=(0, 1))),
+                "replay reconstruction": (np.zeros((H, W), np.int16), dict(opacity=1.0)),
                 "replay ERD": (np.zeros((H, W), np.float32), dict(colormap="inferno", opacity=0.6,
                                                                    visible=self.show_erd.isChecked()))}
         for name in ("replay reconstruction", "replay ERD", "replay mask"):
@@ -175,7 +178,8 @@ class RealMapWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             if name == "replay reconstruction":
-                self.viewer.add_labels(data, name=name, scale=scale, **kw)
+                lab = self.viewer.add_labels(data, name=name, scale=scale, **kw)
+                lab.contour = 1
             else:
                 self.viewer.add_image(data, name=name, scale=scale, **kw)
         self.viewer.reset_view()

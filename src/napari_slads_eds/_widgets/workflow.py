@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._session import _real
 from .micrograph import MicrographWidget
+from .real_map import RealMapWidget
 from .sampling import SamplingWidget
 from .specimen import SpecimenWidget
 from .training import TrainingWidget
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowWidget"]
 
 STEPS = (("1 Phases", MicrographWidget), ("2 Object", SpecimenWidget),
-         ("3 Training", TrainingWidget), ("4 Run", SamplingWidget))
+         ("3 Training", TrainingWidget), ("4 Run", SamplingWidget), ("Real map", RealMapWidget))
 
 
 class WorkflowWidget(QWidget):
@@ -33,6 +34,7 @@ class WorkflowWidget(QWidget):
     Attributes
     ----------
     micrograph, specimen, training, sampling : the four step widgets
+    real_map : the replay of SLADS on an acquired spectrum image (its own tab)
     """
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
@@ -56,7 +58,7 @@ class WorkflowWidget(QWidget):
             scroll.setWidget(w)
             self.tabs.addTab(scroll, title)
             self.steps.append(w)
-        self.micrograph, self.specimen, self.training, self.sampling = self.steps
+        self.micrograph, self.specimen, self.training, self.sampling, self.real_map = self.steps
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.tabs)
