@@ -79,7 +79,7 @@ def rd_map(error_image: np.ndarray, d1_sq: np.ndarray, taken: np.ndarray, c: flo
 
 def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, measured_labels=None,
                     initial_fraction: float = 0.01, initial_pattern: str = "halton", batch: int = 1,
-                    k: int = 10, seed: int = 0, full_recompute: bool = False):
+                    k: int = 10, seed: int = 0, full_recompute: bool = False, snapshots=(), on_snapshot=None):
     """Simulate greedy sampling with the true RD (the oracle) on a known phase map.
 
     Parameters
@@ -103,6 +103,10 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
         Neighbours of the reconstruction.
     full_recompute : bool
         Recompute the whole RD map every step (reference for the local updates).
+    snapshots : sequence of float, optional
+        Sampling fractions at which ``on_snapshot(sampler)`` is called (once each, at the
+        first step reaching it), e.g. to collect ERD training rows on oracle-sampled masks.
+    on_snapshot : callable(Sampler), optional
 
     Returns
     -------
@@ -138,6 +142,10 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
         d1 = s.nearest_d2(np.arange(H * W)).reshape(H, W)
         return rd_map(s.error_image(), d1, taken.reshape(H, W), c).reshape(-1)
 
+    snaps = sorted(float(x) for x in snapshots) if on_snapshot is not None else []
+    while snaps and s.fraction >= snaps[0]:
+        snaps.pop(0)
+        on_snapshot(s)
     rd = full()
     rd2 = rd.reshape(H, W)
     row_arg = rd2.argmax(axis=1)            # per-row maxima: the argmax costs O(H), not O(H W)
@@ -180,4 +188,7 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
             row_max[rl:rh] = rd2[np.arange(rl, rh), a]
         fr.append(s.fraction)
         td.append(s.td)
+        while snaps and s.fraction >= snaps[0]:
+            snaps.pop(0)
+            on_snapshot(s)
     return np.asarray(fr), np.asarray(td)
