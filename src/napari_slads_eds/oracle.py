@@ -56,15 +56,17 @@ def rd_map(error_image: np.ndarray, d1_sq: np.ndarray, taken: np.ndarray, c: flo
     if not E.any() or not free.any():
         return out
     d1 = np.asarray(d1_sq, dtype=np.int64)
-    vals = d1[free]
-    for v in np.unique(vals):
-        sel = free & (d1 == v)
-        kern = _kernel(math.sqrt(float(v)) / c)
+    fr_, fc_ = np.nonzero(free)
+    vals = d1[fr_, fc_]
+    order = np.argsort(vals, kind="stable")
+    vals, fr_, fc_ = vals[order], fr_[order], fc_[order]
+    cuts = np.flatnonzero(np.diff(vals)) + 1
+    for rr, cc, vv in zip(np.split(fr_, cuts), np.split(fc_, cuts), np.split(vals, cuts)):
+        kern = _kernel(math.sqrt(float(vv[0])) / c)
         if kern.size == 1:
-            out[sel] = E[sel]
+            out[rr, cc] = E[rr, cc]
             continue
         # correlate only the rows/cols the selected pixels need (zero outside the image)
-        rr, cc = np.nonzero(sel)
         rad = kern.size // 2
         r0, r1 = max(0, rr.min() - rad), min(E.shape[0], rr.max() + rad + 1)
         c0, c1 = max(0, cc.min() - rad), min(E.shape[1], cc.max() + rad + 1)
@@ -169,7 +171,13 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
             row_max = rd2[np.arange(H), row_arg]
         else:
             rl, rh, cl, ch = box
-            m = int(math.floor(3.0 * s.max_d1_bound() / c)) + 1 if math.isfinite(s.max_d1_bound()) else max(H, W)
+            # RD changes only at pixels p within 3 σ_p = 3 d_1(p) / c of the box: first bound
+            # d_1 over the grid, then over the rows that bound reaches
+            b0 = s.max_d1_bound()
+            m = int(math.floor(3.0 * b0 / c)) + 1 if math.isfinite(b0) else max(H, W)
+            b1 = s.max_d1_bound((max(0, rl - m), min(H, rh + m)))
+            if math.isfinite(b1):
+                m = min(m, int(math.floor(3.0 * b1 / c)) + 1)
             rl, rh, cl, ch = max(0, rl - m), min(H, rh + m), max(0, cl - m), min(W, ch + m)
             el, eh, fl, fh = max(0, rl - m), min(H, rh + m), max(0, cl - m), min(W, ch + m)
             E = s.error_image((el, eh, fl, fh))

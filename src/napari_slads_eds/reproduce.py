@@ -21,8 +21,9 @@ is never seen in training.  The crop variant of earlier versions (a square regio
 2x down-sampled or 2x interpolated micrograph, trained on non-overlapping regions of the
 same micrograph) is kept as the named experiments ``*-crop``.
 
-A further run checks the learned stopping rule: the 2-phase 128 experiment with a target
-TD of 0.01 and no fixed budget (up to 40 %).
+A further run checks the learned stopping rule: the 2-phase-128-crop experiment with a
+target TD of 0.01 and no fixed budget (up to 40 %); on paper conditions no experiment's
+TD reaches 0.01 within 40 % sampled, so the check could not say where it should stop.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ CROP_EXPERIMENTS = {
     "3-phase-1024-crop": (GLASS, 3, RunSettings(size=1024, downsample=1, upsample=2, fraction=0.05,
                                                 max_train_regions=1)),
 }
+
+#: the experiment whose conditions the stopping-rule check uses
+STOPPING_EXPERIMENT = "2-phase-128-crop"
 
 COLUMNS = ("name", "grid", "phases", "fraction", "td_slads", "td_oracle", "td_random", "td_halton",
            "misclassification", "c", "seconds")
@@ -180,9 +184,11 @@ def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on
         for name in names:
             t0 = time.perf_counter()
             if name == "stopping-rule":
-                spec = EXPERIMENTS["2-phase-128"]
-                s = replace(spec.settings, fraction=0.40, stop_td=0.01, baseline_fractions=(), seed=seed, erd=erd)
-                exp = prepare_whole_experiment(spec, s)
+                # on the crop variant: on paper conditions no experiment's TD reaches 0.01
+                # within 40 % (the check needs the fraction where it does)
+                image, L, s = CROP_EXPERIMENTS[STOPPING_EXPERIMENT]
+                s = replace(s, fraction=0.40, stop_td=0.01, baseline_fractions=(), seed=seed, erd=erd)
+                exp = prepare_experiment(sample_data_dir() / image, L, s)
             elif name in EXPERIMENTS:
                 spec = EXPERIMENTS[name]
                 s = replace(spec.settings, seed=seed, erd=erd)
@@ -197,7 +203,7 @@ def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on
             log(f"[{name}] {exp.n_phases} phases, {g[0]}x{g[1]}, budget {100 * s.fraction:g} % ...")
             res = run_experiment(exp, out / name, engine=eng, on_message=on_message)
             if name == "stopping-rule":
-                ref = next((r for r in rows if r["name"] == "2-phase-128"), None)
+                ref = next((r for r in rows if r["name"] == STOPPING_EXPERIMENT), None)
                 curve = np.asarray(ref["td_curve"] if ref else res["td_curve"], dtype=float)
                 reach = curve[curve[:, 1] <= 0.01, 0]
                 stopping = {"target_td": 0.01, "stop_fraction": res["sampling_fraction"],
@@ -262,7 +268,7 @@ def write_table(rows, stopping, out: Path) -> None:
             lines.append(f"| {100 * f:g} % | {sl:.5f} | {orc:.5f} | {rnd:.5f} | {hal:.5f} | "
                          f"{sl / orc if orc else float('nan'):.2f} | {sl / hal if hal else float('nan'):.3f} |")
     if stopping:
-        lines += ["", f"Stopping rule (target TD {stopping['target_td']}, 2-phase 128²): stopped at "
+        lines += ["", f"Stopping rule (target TD {stopping['target_td']}, {STOPPING_EXPERIMENT}): stopped at "
                       f"{100 * stopping['stop_fraction']:.2f} % ({stopping['stop_reason']}, TD {stopping['td_at_stop']:.5f}); "
                       f"the TD curve first reached {stopping['target_td']} at "
                       + (f"{100 * stopping['first_fraction_td_below_target']:.2f} %" if

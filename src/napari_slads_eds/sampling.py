@@ -304,11 +304,14 @@ class Sampler:
         boxes = np.array([self._window(*divmod(int(f), W)) for f in flat])
         return (int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max()))
 
-    def max_d1_bound(self) -> float:
-        """An upper bound (pixels) of the distance from any pixel to its nearest
-        phase-labelled measurement (from the per-row maxima of d_k; inf when fewer than
-        k points exist)."""
-        m = int(self._row_d2k.max())
+    def max_d1_bound(self, rows=None) -> float:
+        """An upper bound (pixels) of the distance from any pixel (of the rows
+        ``rows = (lo, hi)``, half-open; default all) to its nearest phase-labelled
+        measurement, from the per-row maxima of d_k; inf when fewer than k points exist."""
+        lo, hi = (0, self.shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= lo < hi <= self.shape[0]:
+            raise InputError(f"max_d1_bound: rows {rows} are not inside the grid's {self.shape[0]} rows")
+        m = int(self._row_d2k[lo:hi].max())
         return math.inf if m >= BIG_D2 else math.sqrt(max(m, 0))
 
     def unmeasured(self) -> np.ndarray:
