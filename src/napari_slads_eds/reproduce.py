@@ -176,7 +176,7 @@ def run_reproduce(out_dir, *, names=None, seed: int = 0, erd: str = "linear", on
     check_experiment_names(names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = list(names or EXPERIMENTS) + ([] if names else ["stopping-rule"])
+    names = list(names or EXPERIMENTS) + ([] if names else [STOPPING_EXPERIMENT, "stopping-rule"])
     if erd not in ERD_CHOICES:
         raise InputError(f"the ERD model must be one of {', '.join(ERD_CHOICES)}, got {erd!r}")
     rows, stopping = [], None
