@@ -21,9 +21,10 @@ def test_default_experiments_use_the_whole_micrograph(sample_dir):
     want = majority_downsample(segment_phases(g, 2, denoise_size=spec.settings.denoise), f)
     assert np.array_equal(exp.test_map, want)
     assert np.array_equal(exp.specimen.phase_map, exp.test_map)
-    assert spec.train_image != spec.image and len(exp.train_maps) == 1
+    assert spec.train_image != spec.image
     t = read_micrograph(sample_dir / spec.train_image)
-    assert exp.train_maps[0].shape == (t.shape[0] // f, t.shape[1] // f)
+    # multi-scale training maps of the other micrograph, the test's scale first
+    assert [m.shape for m in exp.train_maps] == [(t.shape[0] // g, t.shape[1] // g) for g in (f, f // 2, 2 * f)]
     assert exp.source["conditions"].startswith("whole micrograph")
 
 

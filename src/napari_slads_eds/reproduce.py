@@ -15,9 +15,10 @@ experiment     phases  grid                   budget   test object (whole microg
 3-phase-1024   3       884 x 1024             5 %      glass/sand/bubbles, native pixels
 =============  ======  =====================  =======  ==========================================
 
-The ERD model is trained on the *other* micrograph at the same scale (the gold on the
-glass image segmented into 2 phases, the glass on the gold image): the test micrograph
-is never seen in training.  The crop variant of earlier versions (a square region of a
+The ERD model is trained on the *other* micrograph (the gold on the glass image
+segmented into 2 phases, the glass on the gold image), whole, at the test's scale and at
+half and twice its down-sampling (a multi-scale training database; c is searched at the
+test's scale): the test micrograph is never seen in training.  The crop variant of earlier versions (a square region of a
 2x down-sampled or 2x interpolated micrograph, trained on non-overlapping regions of the
 same micrograph) is kept as the named experiments ``*-crop``.
 
@@ -52,13 +53,16 @@ GLASS = "sem_glass_sand_bubbles_bse.png"
 class WholeImage:
     """An experiment on paper conditions: the whole ``image`` segmented into ``phases``
     and down-sampled by ``settings.downsample``; the ERD trained on the whole
-    ``train_image`` segmented into ``train_phases``, down-sampled alike."""
+    ``train_image`` segmented into ``train_phases``, down-sampled by each factor of
+    ``train_scales`` times ``settings.downsample`` (a multi-scale training database; the
+    first scale, the test's, is the c-search image)."""
 
     image: str
     phases: int
     settings: RunSettings
     train_image: str
     train_phases: int
+    train_scales: tuple = (1.0, 0.5, 2.0)
 
 
 #: name -> WholeImage (paper conditions, the default experiments)
@@ -89,11 +93,22 @@ COLUMNS = ("name", "grid", "phases", "fraction", "td_slads", "td_oracle", "td_ra
            "misclassification", "c", "seconds")
 
 
-def _whole_map(path, n_phases: int, s: RunSettings) -> np.ndarray:
+def _whole_map(path, n_phases: int, s: RunSettings, factor: int | None = None) -> np.ndarray:
     from .segmentation import majority_downsample, read_micrograph, segment_phases
 
+    f = s.downsample if factor is None else int(factor)
     labels = segment_phases(read_micrograph(path, crop_bottom=s.crop_bottom), n_phases, denoise_size=s.denoise)
-    return majority_downsample(labels, s.downsample) if s.downsample > 1 else labels
+    return majority_downsample(labels, f) if f > 1 else labels
+
+
+def _train_factors(spec: WholeImage, s: RunSettings) -> list:
+    """Distinct integer down-sampling factors >= 1 of the training maps, the test's first."""
+    out = []
+    for x in spec.train_scales:
+        f = int(round(float(x) * s.downsample))
+        if f >= 1 and f not in out:
+            out.append(f)
+    return out
 
 
 def prepare_whole_experiment(spec: WholeImage, settings: RunSettings | None = None) -> Experiment:
@@ -111,7 +126,8 @@ def prepare_whole_experiment(spec: WholeImage, settings: RunSettings | None = No
     -------
     Experiment
         ``test_map`` (H, W) int16 labels 1..L with H, W = the micrograph's shape divided
-        by ``downsample``; ``train_maps`` one map of ``spec.train_image``.
+        by ``downsample``; ``train_maps`` the maps of ``spec.train_image`` at each
+        training scale (the test's scale first).
 
     Raises
     ------
@@ -126,13 +142,15 @@ def prepare_whole_experiment(spec: WholeImage, settings: RunSettings | None = No
     train_refs, test_refs = _references(L, None, s)
     d = sample_data_dir()
     test_map = _whole_map(d / spec.image, L, s)
-    train_map = _whole_map(d / spec.train_image, spec.train_phases, s)
+    factors = _train_factors(spec, s)
+    train_maps = [_whole_map(d / spec.train_image, spec.train_phases, s, f) for f in factors]
     specimen = SimulatedSpecimen(test_map, test_refs, ill_fraction=s.ill_fraction, noise_lambda=s.noise_lambda,
                                  ill_lambda=s.ill_lambda, seed=s.seed)
     source = {"image": str(d / spec.image), "conditions": "whole micrograph down-sampled to the grid",
               "downsample": s.downsample, "grid": list(test_map.shape),
-              "train": [str(d / spec.train_image)], "train_phases": spec.train_phases}
-    return Experiment(s, L, test_map, [train_map], specimen, train_refs, source)
+              "train": [str(d / spec.train_image)], "train_phases": spec.train_phases,
+              "train_downsample": factors, "train_shapes": [list(t.shape) for t in train_maps]}
+    return Experiment(s, L, test_map, train_maps, specimen, train_refs, source)
 
 
 def _td_at(curve, fraction: float) -> float:
