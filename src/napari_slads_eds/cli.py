@@ -260,11 +260,13 @@ def main(argv=None) -> int:
     pres.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser("reproduce", help="the paper's four experiment kinds on the bundled data, "
-                                            "against static random and Halton scans (takes about 20 min)")
+                                            "whole micrographs down-sampled to the grid, against static random and Halton "
+                                            "scans and the oracle (takes about 45 min)")
     prep.add_argument("--out", required=True, help="output folder (table.md, table.json, plots, runs)")
     prep.add_argument("--only", nargs="+", default=None, metavar="NAME",
                       help="run only these experiments (2-phase-128 2-phase-1024 3-phase-256 3-phase-1024 "
-                           "stopping-rule)")
+                           "stopping-rule; the crop variant: 2-phase-128-crop 2-phase-1024-crop 3-phase-256-crop "
+                           "3-phase-1024-crop)")
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--erd", choices=("linear", "rich", "mlp"), default="linear")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
