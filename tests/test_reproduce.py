@@ -47,3 +47,17 @@ def test_table_has_the_oracle_column(tmp_path):
     assert "TD oracle" in md and "| 0.01000 |" in md and "| 5 % | 0.04000 | 0.02000 |" in md
     assert "| 2.00 |" in md                                  # SLADS / oracle at 5 %
     assert "td_curve" not in json.loads((tmp_path / "table.json").read_text())["rows"][0]
+
+
+def test_td_beyond_the_run_is_not_reported(tmp_path):
+    """A fraction past the end of a TD curve gives None ('–' in the table), not the last TD."""
+    from napari_slads_eds.reproduce import _td_at
+
+    curve = [[0.01, 0.3], [0.1, 0.05], [0.15, 0.02]]
+    assert _td_at(curve, 0.1) == 0.05 and _td_at(curve, 0.15) == 0.02
+    assert _td_at(curve, 0.2) is None
+    row = {"name": "x", "grid": [8, 8], "phases": 2, "fraction": 0.15, "td_slads": 0.02, "td_oracle": 0.01,
+           "td_random": 0.1, "td_halton": 0.08, "misclassification": 0.0, "c": 4.0, "seconds": 1.0,
+           "td_slads_at_0.2": None, "td_oracle_at_0.2": None, "td_halton_at_0.2": 0.07, "td_random_at_0.2": 0.09}
+    write_table([row], None, tmp_path)
+    assert "| 20 % | – | – | 0.09000 | 0.07000 | – | – |" in (tmp_path / "table.md").read_text()
