@@ -261,7 +261,7 @@ def main(argv=None) -> int:
 
     prep = sub.add_parser("reproduce", help="the paper's four experiment kinds on the bundled data, "
                                             "whole micrographs down-sampled to the grid, against static random and Halton "
-                                            "scans and the oracle (takes about 45 min)")
+                                            "scans and the oracle (takes about 35 min)")
     prep.add_argument("--out", required=True, help="output folder (table.md, table.json, plots, runs)")
     prep.add_argument("--only", nargs="+", default=None, metavar="NAME",
                       help="run only these experiments (2-phase-128 2-phase-1024 3-phase-256 3-phase-1024 "
