@@ -20,7 +20,7 @@ The ERD model and the classifier are trained once at the start (not timed).
 
 Usage::
 
-    python benchmarks/bench_sampling.py [--sizes 128 256 512 1024] [--json PATH]
+    python benchmarks/bench_sampling.py [--sizes 128 256 512 1024] [--json PATH] [--erd linear|rich]
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     ap.add_argument("--no-engine", action="store_true", help="skip the end-to-end engine runs")
+    ap.add_argument("--erd", choices=("linear", "rich"), default="linear",
+                    help="ERD model: the paper's 6 SLADS features or the 11 rich ones (issue 12)")
     args = ap.parse_args(argv)
 
     from napari_slads_eds import Engine, SimulatedSpecimen
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="bench_sampling_")
     print("training the ERD model on 128x128 blob images ...", file=sys.stderr)
-    erd, rep = train_erd([blobs(128, s) for s in (101, 102)], 2, c_search_fraction=0.1, seed=0)
+    erd, rep = train_erd([blobs(128, s) for s in (101, 102)], 2, c_search_fraction=0.1, seed=0,
+                         regressor=args.erd)
     erd_path = os.path.join(tmp, "erd.npz")
     erd.save(erd_path)
     train_refs, test_refs = _references(2, None, RunSettings())

@@ -165,3 +165,48 @@ def test_cancel_in_flight_restores_the_state(blobs, erd_model, full):
     assert np.array_equal(s.select(6, "pseudo"), p)      # the same choice again
     with pytest.raises(InputError, match="in flight"):
         s.cancel([[0, 0]] if not s.mask[0, 0] else [[1, 1]])
+
+
+@pytest.fixture(scope="module")
+def rich_erd_model():
+    """The linear ERD on the 11 rich features (issue 12)."""
+    from skimage.data import binary_blobs
+
+    imgs = [binary_blobs(40, blob_size_fraction=0.25, rng=s).astype(np.int16) + 1 for s in (11, 12)]
+    db = build_training_database(imgs, 2, c_values=(4.0,), seed=0, n_features=11)
+    return LinearERD.fit(db.features, db.rd[:, 0], 4.0)
+
+
+@pytest.mark.parametrize("batch,mode,ill", [(1, "top", 0), (1, "top", 7), (5, "top", 0), (4, "pseudo", 5)])
+def test_rich_features_local_updates_exact(blobs, rich_erd_model, batch, mode, ill):
+    """The rich features read only a pixel's neighbour list and reconstruction, so the
+    local updates stay exact with them."""
+    assert rich_erd_model.n_features == 11
+    s_local, p_local = _run(blobs, rich_erd_model, full=False, batch=batch, mode=mode, ill_every=ill)
+    s_full, p_full = _run(blobs, rich_erd_model, full=True, batch=batch, mode=mode, ill_every=ill)
+    assert len(p_local) > 500
+    assert np.array_equal(p_local, p_full)
+    assert np.array_equal(s_local.reconstruction, s_full.reconstruction)
+    assert np.array_equal(s_local.erd_map, s_full.erd_map, equal_nan=True)
+
+
+def test_rich_overlapped_batches_local_equals_full_recompute(blobs, rich_erd_model):
+    a, pa = _overlapped(blobs, rich_erd_model, full=False)
+    b, pb = _overlapped(blobs, rich_erd_model, full=True)
+    assert np.array_equal(pa, pb)
+    assert np.array_equal(a.erd_map, b.erd_map, equal_nan=True)
+
+
+def test_update_box_holds_every_change(blobs, erd_model):
+    """Sampler.update_box bounds every pixel whose reconstruction or ERD an update changes."""
+    s, _ = _run(blobs, erd_model, full=False, stop=0.05)
+    for _ in range(30):
+        p = s.select(1)
+        f = int(p[0, 0] * blobs.shape[1] + p[0, 1])
+        rl, rh, cl, ch = s.update_box([f])
+        rec0, erd0 = s.reconstruction, s.erd_map
+        s.update(p, blobs[p[:, 0], p[:, 1]])
+        changed = (rec0 != s.reconstruction) | ~np.isclose(erd0, s.erd_map, equal_nan=True)
+        inside = np.zeros_like(changed)
+        inside[rl:rh, cl:ch] = True
+        assert changed.any() and not (changed & ~inside).any()

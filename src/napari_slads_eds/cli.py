@@ -42,8 +42,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="choose the next batch while the current one is measured (pseudo-measurements)")
     p.add_argument("--stop-td", type=float, default=None, metavar="TD",
                    help="also stop when the learned stopping rule expects TD below this (e.g. 0.01)")
-    p.add_argument("--erd", choices=("linear", "mlp"), default=d.erd,
-                   help="ERD regressor: least squares on polynomial features (SLADS) or an MLP (SLADS-Net)")
+    p.add_argument("--erd", choices=("linear", "rich", "mlp"), default=d.erd,
+                   help="ERD regressor: least squares on polynomial SLADS features (the paper), on the 11 rich features, or an MLP (SLADS-Net)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if not demo:
         p.add_argument("--upsample", type=int, default=d.upsample,
@@ -179,13 +179,15 @@ def main(argv=None) -> int:
     pres.add_argument("--quiet", action="store_true", help="no progress bars")
 
     prep = sub.add_parser("reproduce", help="the paper's four experiment kinds on the bundled data, "
-                                            "against static random and Halton scans (takes about 20 min)")
+                                            "whole micrographs down-sampled to the grid, against static random and Halton "
+                                            "scans and the oracle (takes about 35 min)")
     prep.add_argument("--out", required=True, help="output folder (table.md, table.json, plots, runs)")
     prep.add_argument("--only", nargs="+", default=None, metavar="NAME",
                       help="run only these experiments (2-phase-128 2-phase-1024 3-phase-256 3-phase-1024 "
-                           "stopping-rule)")
+                           "stopping-rule; the crop variant: 2-phase-128-crop 2-phase-1024-crop 3-phase-256-crop "
+                           "3-phase-1024-crop)")
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--erd", choices=("linear", "mlp"), default="linear")
+    prep.add_argument("--erd", choices=("linear", "rich", "mlp"), default="linear")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
 
     from .replay import add_replay_parser  # slads-eds replay and export (in replay.py, export.py)

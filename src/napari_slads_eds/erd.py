@@ -22,7 +22,7 @@ from scipy import ndimage as ndi
 
 from ._files import read_npz
 from ._validation import InputError, check_label_image, check_seed
-from .features import N_FEATURES, poly2
+from .features import N_FEATURES, N_RICH, poly2
 
 __all__ = [
     "rd_approximation",
@@ -35,10 +35,14 @@ __all__ = [
     "simulate_td_curve",
     "train_erd",
     "C_CANDIDATES",
+    "ERD_CHOICES",
     "DEFAULT_DENSITIES",
 ]
 
 C_CANDIDATES = (2.0, 4.0, 8.0, 16.0, 32.0)
+#: ERD regressors: the paper's least squares on the polynomial SLADS features ("linear"),
+#: the same on the 11 rich features ("rich", issue 12) and the SLADS-Net MLP ("mlp").
+ERD_CHOICES = ("linear", "rich", "mlp")
 DEFAULT_DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 
@@ -109,8 +113,8 @@ class TrainingDatabase:
 
     Attributes
     ----------
-    features : ndarray, shape (n, 6), float64
-        SLADS features of unmeasured pixels.
+    features : ndarray, shape (n, 6) or (n, 11), float64
+        SLADS (or rich) features of unmeasured pixels.
     rd : ndarray, shape (n, n_c), float64
         R̃ for each candidate c.
     c_values : ndarray, shape (n_c,)
@@ -140,10 +144,10 @@ class TrainingDatabase:
         return cls(d["features"], d["rd"], d["c_values"], d["density"], meta)
 
 
-def _feature_rows(features) -> np.ndarray:
+def _feature_rows(features, m: int = N_FEATURES) -> np.ndarray:
     f = np.asarray(features, dtype=np.float64)
-    if f.ndim != 2 or f.shape[1] != N_FEATURES:
-        raise InputError(f"ERD features: expected shape (n, {N_FEATURES}), got {f.shape}")
+    if f.ndim != 2 or f.shape[1] != m:
+        raise InputError(f"ERD features: expected shape (n, {m}), got {f.shape}")
     return f
 
 
@@ -167,7 +171,7 @@ def check_c_values(c_values) -> np.ndarray:
 def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATES,
                             densities=DEFAULT_DENSITIES, masks_per_density: int = 1,
                             max_rows_per_mask: int = 8000, k: int = 10, seed: int = 0,
-                            progress=None) -> TrainingDatabase:
+                            progress=None, n_features: int = N_FEATURES) -> TrainingDatabase:
     """Features and approximate RD from training label images and random masks.
 
     For each image and each density, a uniformly random mask is "measured" with the true
@@ -186,6 +190,8 @@ def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATE
     k : int
     seed : int
     progress : callable(done, total), optional
+    n_features : {6, 11}
+        SLADS features or the rich ones (:func:`napari_slads_eds.features.rich_features`).
 
     Returns
     -------
@@ -222,7 +228,7 @@ def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATE
                 unmeasured = s.unmeasured()
                 if unmeasured.size > max_rows_per_mask:
                     unmeasured = np.sort(rng.choice(unmeasured, max_rows_per_mask, replace=False))
-                f = s.features(unmeasured)
+                f = s.features(unmeasured, n_features)
                 err = s.error_image()
                 d1 = s.nearest_d2(unmeasured)
                 rd = np.stack([rd_approximation(err, unmeasured, d1, c) for c in cs], axis=1)
@@ -239,27 +245,38 @@ def build_training_database(label_images, n_phases: int, *, c_values=C_CANDIDATE
 class LinearERD:
     """Linear ERD regressor on second-order polynomial features (eqs. 6 and 11).
 
-    ERD(s) = θ · poly2((V_s - mean) / scale).
+    ERD(s) = θ · poly2((V_s - mean) / scale), on the six SLADS features (kind
+    "linear-poly2", 28 coefficients) or the 11 rich features (kind "linear-poly2-rich",
+    78 coefficients; :func:`~napari_slads_eds.features.rich_features`).
 
     Parameters
     ----------
-    theta : ndarray, shape (28,)
-    mean, scale : ndarray, shape (6,)
+    theta : ndarray, shape (28,) or (78,)
+    mean, scale : ndarray, shape (6,) or (11,)
         Feature standardisation fitted on the training database.
     c : float
         The c the RD targets were computed with.
     """
 
     kind = "linear-poly2"
+    #: kind of the model on the 11 rich features
+    kind_rich = "linear-poly2-rich"
 
     def __init__(self, theta, mean, scale, c: float, meta: dict | None = None):
         self.theta = np.asarray(theta, dtype=np.float64).reshape(-1)
-        self.mean = np.asarray(mean, dtype=np.float64).reshape(N_FEATURES)
-        self.scale = np.asarray(scale, dtype=np.float64).reshape(N_FEATURES)
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        self.scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+        m = self.mean.size
+        if m not in (N_FEATURES, N_RICH) or self.scale.size != m:
+            raise InputError(f"ERD model: expected {N_FEATURES} or {N_RICH} feature means and scales, "
+                             f"got {self.mean.size} and {self.scale.size}")
+        self.n_features = m
+        self.kind = LinearERD.kind if m == N_FEATURES else LinearERD.kind_rich
+        self._ij = np.triu_indices(m)
         self.c = float(c)
         self.meta = dict(meta or {})
-        if self.theta.size != 1 + N_FEATURES + N_FEATURES * (N_FEATURES + 1) // 2:
-            raise InputError(f"ERD model: expected 28 coefficients, got {self.theta.size}")
+        if self.theta.size != 1 + m + m * (m + 1) // 2:
+            raise InputError(f"ERD model: expected {1 + m + m * (m + 1) // 2} coefficients, got {self.theta.size}")
         if not (np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.mean))
                 and np.all(self.scale > 0)):
             raise InputError("ERD model: coefficients must be finite and scales positive")
@@ -276,8 +293,11 @@ class LinearERD:
         """
         f = np.asarray(features, dtype=np.float64)
         y = np.asarray(rd, dtype=np.float64).reshape(-1)
-        if f.ndim != 2 or f.shape[1] != N_FEATURES or f.shape[0] != y.shape[0] or f.shape[0] < 28:
-            raise InputError(f"ERD fit: expected features (n >= 28, 6) and rd (n,), got {f.shape} and {y.shape}")
+        m = f.shape[1] if f.ndim == 2 else -1
+        nt = 1 + m + m * (m + 1) // 2
+        if m not in (N_FEATURES, N_RICH) or f.shape[0] != y.shape[0] or f.shape[0] < nt:
+            raise InputError(f"ERD fit: expected features (n >= {nt}, 6 or 11) and rd (n,), "
+                             f"got {f.shape} and {y.shape}")
         mean = f.mean(axis=0)
         scale = f.std(axis=0)
         scale[scale <= 0] = 1.0
@@ -297,13 +317,14 @@ class LinearERD:
         InputError
             ``features`` not of shape (n, 6).
         """
-        z = (_feature_rows(features) - self.mean) / self.scale
+        m = self.n_features
+        z = (_feature_rows(features, m) - self.mean) / self.scale
         t = self.theta
         out = np.full(z.shape[0], t[0])
-        for i in range(N_FEATURES):
+        for i in range(m):
             out += t[1 + i] * z[:, i]
-        for n, (i, j) in enumerate(zip(*np.triu_indices(N_FEATURES))):
-            out += t[1 + N_FEATURES + n] * (z[:, i] * z[:, j])
+        for n, (i, j) in enumerate(zip(*self._ij)):
+            out += t[1 + m + n] * (z[:, i] * z[:, j])
         return out
 
     def save(self, path) -> None:
@@ -325,7 +346,7 @@ class LinearERD:
         import json
 
         d = read_npz(path, ("theta", "mean", "scale", "c", "kind"))
-        if str(d["kind"]) != cls.kind:
+        if str(d["kind"]) not in (cls.kind, cls.kind_rich):
             raise InputError(f"{path}: ERD model kind {str(d['kind'])!r} is not {cls.kind!r}")
         try:
             meta = json.loads(str(d["meta"])) if "meta" in d else {}
@@ -427,6 +448,8 @@ def load_erd_model(path):
     """
     d = read_npz(path, ("kind",))
     kind = str(d["kind"])
+    if kind == LinearERD.kind_rich:
+        return LinearERD.load(path)
     for cls in (LinearERD, MLPERD):
         if kind == cls.kind:
             return cls.load(path)
@@ -466,7 +489,7 @@ def simulate_td_curve(truth: np.ndarray, n_phases: int, erd_model, *, stop_fract
 
 def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=DEFAULT_DENSITIES,
               c_search_image=None, c_search_fraction: float = 0.2, k: int = 10, seed: int = 0,
-              progress=None, regressor: str = "linear", mlp_fitter=None):
+              progress=None, regressor: str = "linear", mlp_fitter=None, n_features: int | None = None):
     """Train the ERD model and choose c by the area under the TD curve.
 
     Parameters
@@ -484,10 +507,13 @@ def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=D
         The simulated runs stop at this sampling fraction.
     progress : callable(dict), optional
         Called with {"stage": "erd-database"|"c-search", "done": i, "total": n, ...}.
-    regressor : {"linear", "mlp"}
-        Least squares on the polynomial features (SLADS) or a multilayer perceptron
-        (SLADS-Net); the MLP needs ``mlp_fitter(features, rd, c, seed) -> MLPERD``
+    regressor : {"linear", "rich", "mlp"}
+        Least squares on the polynomial SLADS features (the paper), least squares on the
+        polynomial expansion of the 11 rich features (:func:`~napari_slads_eds.features.rich_features`),
+        or a multilayer perceptron (SLADS-Net); the MLP needs ``mlp_fitter(features, rd, c, seed) -> MLPERD``
         (:func:`napari_slads_eds.erd_keras.fit_mlp`, engine process only).
+    n_features : {6, 11}, optional
+        Features of the training database (default: 11 for "rich", else 6).
 
     Returns
     -------
@@ -498,20 +524,24 @@ def train_erd(label_images, n_phases: int, *, c_values=C_CANDIDATES, densities=D
     """
     t0 = time.perf_counter()
     imgs = list(label_images)
+    if regressor not in ERD_CHOICES:
+        raise InputError(f"ERD regressor must be one of {', '.join(ERD_CHOICES)}, got {regressor!r}")
+    if n_features is None:
+        n_features = N_RICH if regressor == "rich" else N_FEATURES
 
     def db_progress(done, total):
         if progress is not None:
             progress({"stage": "erd-database", "done": done, "total": total})
 
     db = build_training_database(imgs, n_phases, c_values=c_values, densities=densities, k=k,
-                                 seed=seed, progress=db_progress)
+                                 seed=seed, progress=db_progress, n_features=n_features)
     search_img = check_label_image(c_search_image if c_search_image is not None else imgs[0], n_phases,
                                    name="c-search image")
     areas = {}
     models = {}
     for i, c in enumerate(db.c_values):
         meta = {"k": k, "n_phases": int(n_phases)}
-        if regressor == "linear":
+        if regressor in ("linear", "rich"):
             m = LinearERD.fit(db.features, db.rd[:, i], c, meta)
         elif regressor == "mlp":
             if mlp_fitter is None:

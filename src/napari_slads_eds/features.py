@@ -24,11 +24,14 @@ import math
 
 import numpy as np
 
+from ._validation import InputError
 from .reconstruction import BIG_D2, vote_weights
 
-__all__ = ["N_FEATURES", "density_radius", "slads_features", "poly2", "N_POLY2"]
+__all__ = ["N_FEATURES", "N_RICH", "density_radius", "slads_features", "rich_features", "poly2", "N_POLY2"]
 
 N_FEATURES = 6
+#: Number of rich features (:func:`rich_features`): the six SLADS ones and five more.
+N_RICH = 11
 _II, _JJ = np.triu_indices(N_FEATURES)
 #: Number of second-order polynomial terms of 6 features: 1 + 6 + 21.
 N_POLY2 = 1 + N_FEATURES + len(_II)
@@ -66,13 +69,18 @@ def slads_features(pix: np.ndarray, nn_idx: np.ndarray, nn_d2: np.ndarray, point
                        np.ascontiguousarray(np.asarray(nn_d2).T), point_labels, recon_flat, shape, r_c)
 
 
-def features_kn(pix, idx_kn, d2_kn, point_labels, recon_flat, shape, r_c) -> np.ndarray:
+def features_kn(pix, idx_kn, d2_kn, point_labels, recon_flat, shape, r_c, n_features: int = N_FEATURES,
+                n_phases: int | None = None) -> np.ndarray:
     """:func:`slads_features` with the neighbour arrays laid out (k, n) (the sampler's
     layout: reductions over k are then fast vector additions).  Returns (n, 6) float64
-    (a Fortran-ordered view, so each feature column is contiguous)."""
+    (a Fortran-ordered view, so each feature column is contiguous); with
+    ``n_features=N_RICH`` (n, 11): the six SLADS features and the five of
+    :func:`rich_features` (``n_phases`` needed)."""
     H, W = shape
     k, n = idx_kn.shape
-    out = np.empty((N_FEATURES, n), dtype=np.float64)
+    if n_features not in (N_FEATURES, N_RICH):
+        raise InputError(f"n_features must be {N_FEATURES} (SLADS) or {N_RICH} (rich), got {n_features}")
+    out = np.empty((n_features, n), dtype=np.float64)
     if n == 0:
         return out.T
     complete = bool(idx_kn.min() >= 0) if n else True
@@ -103,7 +111,58 @@ def features_kn(pix, idx_kn, d2_kn, point_labels, recon_flat, shape, r_c) -> np.
     row = r * W
     out[4] = recon_flat[row + np.maximum(c - 1, 0)] != recon_flat[row + np.minimum(c + 1, W - 1)]
     out[5] = recon_flat[np.maximum(r - 1, 0) * W + c] != recon_flat[np.minimum(r + 1, H - 1) * W + c]
+    if n_features == N_RICH:
+        _rich_rows(out, lab, w, neq, d2_kn, wsum, complete, idx_kn, n_phases)
     return out.T
+
+
+def _rich_rows(out, lab, w, neq, d2_kn, wsum, complete, idx_kn, n_phases) -> None:
+    """Rows 6..10 of the rich feature array (see :func:`rich_features`)."""
+    if n_phases is None:
+        raise InputError("rich ERD features need n_phases")
+    valid = np.ones(lab.shape, dtype=bool) if complete else idx_kn >= 0
+    dk = np.where(valid, d2_kn, 0).max(axis=0)
+    out[6] = np.sqrt(np.where(dk < BIG_D2, dk, 0))
+    nv = np.maximum(valid.sum(axis=0), 1)
+    out[7] = np.where(valid, np.sqrt(np.minimum(d2_kn, BIG_D2 - 1).astype(np.float64)), 0).sum(axis=0) / nv
+    ent = np.zeros(lab.shape[1])
+    nph = np.zeros(lab.shape[1])
+    ws = np.maximum(wsum, 1e-300)
+    for lv in range(1, int(n_phases) + 1):
+        hit = lab == lv
+        p = (w * hit).sum(axis=0) / ws
+        ent -= np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        nph += hit.any(axis=0)
+    out[8] = ent
+    out[9] = nph
+    # distance to the nearest neighbour whose label differs from the reconstruction
+    # (neighbours are sorted by distance); none among the k: 2 x the k-th distance
+    first = np.argmax(neq, axis=0)
+    anyd = neq.any(axis=0)
+    d_first = np.take_along_axis(d2_kn, first[None, :], axis=0)[0]
+    out[10] = np.where(anyd, np.sqrt(np.minimum(d_first, BIG_D2 - 1).astype(np.float64)), 2.0 * out[6])
+
+
+def rich_features(pix, nn_idx, nn_d2, point_labels, recon_flat, shape, r_c, n_phases: int) -> np.ndarray:
+    """The six SLADS features plus five richer ones (issue 12), shape (n, 11) float64.
+
+    ====  ===================================================================
+    f6    distance to the k-th nearest measurement d_k (pixels; multi-scale)
+    f7    mean distance to the k nearest measurements (pixels)
+    f8    entropy -Σ_l p_l ln p_l of the neighbours' weighted label shares
+          p_l = Σ_i w_i [y_i = l] / Σ_i w_i (nats; 0 when all agree)
+    f9    number of phases among the k neighbours
+    f10   distance to the nearest neighbour whose label differs from x̂_s (a
+          local distance to the reconstructed phase boundary; 2 d_k if none)
+    ====  ===================================================================
+
+    All five depend only on the pixel's k-neighbour list and its reconstruction, so the
+    sampler's exact local updates stay exact.  Arguments as :func:`slads_features`,
+    plus ``n_phases`` (L).
+    """
+    return features_kn(np.asarray(pix), np.ascontiguousarray(np.asarray(nn_idx).T),
+                       np.ascontiguousarray(np.asarray(nn_d2).T), point_labels, recon_flat, shape, r_c,
+                       n_features=N_RICH, n_phases=n_phases)
 
 
 def poly2(features: np.ndarray) -> np.ndarray:
@@ -111,16 +170,17 @@ def poly2(features: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    features : ndarray, shape (n, 6)
+    features : ndarray, shape (n, m) (m = 6: SLADS; 11: rich)
 
     Returns
     -------
-    ndarray, shape (n, 28), float64
+    ndarray, shape (n, 1 + m + m (m + 1) / 2), float64 (28 for m = 6, 78 for m = 11)
     """
     f = np.asarray(features, dtype=np.float64)
-    n = f.shape[0]
-    out = np.empty((n, N_POLY2), dtype=np.float64)
+    n, m = f.shape
+    ii, jj = (_II, _JJ) if m == N_FEATURES else np.triu_indices(m)
+    out = np.empty((n, 1 + m + len(ii)), dtype=np.float64)
     out[:, 0] = 1.0
-    out[:, 1:1 + N_FEATURES] = f
-    out[:, 1 + N_FEATURES:] = f[:, _II] * f[:, _JJ]
+    out[:, 1:1 + m] = f
+    out[:, 1 + m:] = f[:, ii] * f[:, jj]
     return out

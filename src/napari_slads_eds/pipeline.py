@@ -17,6 +17,7 @@ import numpy as np
 
 from ._files import jsonable
 from ._validation import InputError, check_int, check_seed
+from .erd import ERD_CHOICES
 from .segmentation import (Regions, majority_downsample, read_micrograph, segment_phases,
                            split_regions)
 from .spectra import (ReferenceSpectra, bundled_standards, default_standards_for,
@@ -78,8 +79,9 @@ class RunSettings:
     upsample : int
         Interpolate the micrograph this many times finer before segmenting (the same
         object imaged at a higher resolution; for grids larger than the micrograph).
-    erd : {"linear", "mlp"}
-        ERD regressor: least squares on polynomial features (SLADS) or an MLP (SLADS-Net).
+    erd : {"linear", "rich", "mlp"}
+        ERD regressor: least squares on polynomial SLADS features (the paper), the same on
+        the 11 rich features (issue 12), or an MLP (SLADS-Net).
     baseline_fractions : tuple of float
         Extra sampling fractions at which the static scans are evaluated.
     classifier : {"cnn", "poisson"}
@@ -130,8 +132,8 @@ class RunSettings:
             raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
         if int(self.upsample) < 1:
             raise InputError(f"upsample must be >= 1, got {self.upsample}")
-        if self.erd not in ("linear", "mlp"):
-            raise InputError(f"the ERD model must be 'linear' or 'mlp', got {self.erd!r}")
+        if self.erd not in ERD_CHOICES:
+            raise InputError(f"the ERD model must be one of {', '.join(map(repr, ERD_CHOICES))}, got {self.erd!r}")
         if self.stop_td is not None and not 0 < self.stop_td < 1:
             raise InputError(f"the stopping rule's target TD must be in (0, 1), got {self.stop_td}")
         if self.batch_mode not in ("top", "pseudo"):

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ._validation import InputError, check_grid_shape, check_int, check_label_image, check_positions, check_seed
-from .features import density_radius, features_kn
+from .features import N_FEATURES, density_radius, features_kn
 from .reconstruction import BIG_D2, MAX_GRID, knn_exact, mode_kn, vote_weights
 
 _CHUNK = 1 << 16   # pixels per chunk of a full rebuild
@@ -131,7 +131,8 @@ class Sampler:
         Grid shape.
     n_phases : int
         L, phases are labelled 1..L; label 0 is an ill-spectrum.
-    erd_model : object with ``predict(features (n, 6)) -> (n,)``, optional
+    erd_model : object with ``predict(features (n, m)) -> (n,)``, optional
+        (m = its ``n_features`` attribute, 6 when it has none)
         The ERD regressor (eq. 6).  Without one, the sampler still reconstructs but
         cannot select positions.
     k : int
@@ -169,6 +170,7 @@ class Sampler:
         self.L = int(n_phases)
         self.k = int(k)
         self.erd_model = erd_model
+        self._n_features = int(getattr(erd_model, "n_features", N_FEATURES))
         self.full_recompute = bool(full_recompute)
         self.r_c = density_radius(self.P)
         P = self.P
@@ -264,16 +266,53 @@ class Sampler:
     def record(self) -> StepRecord:
         return StepRecord(self._n_measured, self.fraction, self.td)
 
-    def error_image(self) -> np.ndarray:
-        """[X ≠ X̂] (H, W) bool against the ground truth (needs ``truth``)."""
+    def error_image(self, box=None) -> np.ndarray:
+        """[X ≠ X̂] (H, W) bool against the ground truth (needs ``truth``); with ``box``
+        (row_lo, row_hi, col_lo, col_hi), half-open, only that part of the grid."""
         if self._truth is None:
             raise InputError("the sampler has no ground truth")
-        return (self._recon != self._truth).reshape(self.shape)
+        if box is None:
+            return (self._recon != self._truth).reshape(self.shape)
+        rl, rh, cl, ch = (int(x) for x in box)
+        H, W = self.shape
+        if not (0 <= rl <= rh <= H and 0 <= cl <= ch <= W):
+            raise InputError(f"error_image: box {box} is not inside the {H}x{W} grid")
+        return self._recon.reshape(H, W)[rl:rh, cl:ch] != self._truth.reshape(H, W)[rl:rh, cl:ch]
 
     def nearest_d2(self, pix) -> np.ndarray:
         """Squared distance (pixels²) from flat pixels ``pix`` to their nearest
         phase-labelled measurement (int64; huge when there is none)."""
         return self._nn_d2[0, np.asarray(pix, dtype=np.int64)].copy()
+
+    def update_box(self, flat) -> tuple[int, int, int, int]:
+        """Bounding box (row_lo, row_hi, col_lo, col_hi), half-open, of every pixel whose
+        neighbour list, reconstruction or features an :meth:`update` at the flat pixels
+        ``flat`` can change (call it before the update).  Used by the oracle
+        (:mod:`napari_slads_eds.oracle`) to refresh the true RD locally.
+
+        Raises
+        ------
+        InputError
+            A pixel outside the grid.
+        """
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.P):
+            raise InputError(f"update_box: flat pixel indices must be in 0..{self.P - 1}")
+        H, W = self.shape
+        if flat.size == 0:
+            return 0, 0, 0, 0
+        boxes = np.array([self._window(*divmod(int(f), W)) for f in flat])
+        return (int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max()))
+
+    def max_d1_bound(self, rows=None) -> float:
+        """An upper bound (pixels) of the distance from any pixel (of the rows
+        ``rows = (lo, hi)``, half-open; default all) to its nearest phase-labelled
+        measurement, from the per-row maxima of d_k; inf when fewer than k points exist."""
+        lo, hi = (0, self.shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= lo < hi <= self.shape[0]:
+            raise InputError(f"max_d1_bound: rows {rows} are not inside the grid's {self.shape[0]} rows")
+        m = int(self._row_d2k[lo:hi].max())
+        return math.inf if m >= BIG_D2 else math.sqrt(max(m, 0))
 
     def unmeasured(self) -> np.ndarray:
         """Flat indices of the pixels that are neither measured nor in flight."""
@@ -444,13 +483,16 @@ class Sampler:
             flat = cand[part][o]
         return np.stack(np.divmod(flat, self.shape[1]), axis=1)
 
-    def features(self, pix=None) -> np.ndarray:
-        """SLADS features (n, 6) of flat pixels ``pix`` (default: every selectable pixel)."""
+    def features(self, pix=None, n_features: int | None = None) -> np.ndarray:
+        """ERD features of flat pixels ``pix`` (default: every selectable pixel): (n, 6)
+        SLADS features, or (n, 11) with ``n_features=11`` (:func:`~napari_slads_eds.features.rich_features`);
+        default: what the ERD model reads (6 without a model)."""
         if pix is None:
             pix = np.flatnonzero(~self._taken)
         pix = np.asarray(pix, dtype=np.int64)
+        nf = self._n_features if n_features is None else int(n_features)
         return features_kn(pix, *self._nn(pix), self._pt_label, self._recon,
-                           self.shape, self.r_c)
+                           self.shape, self.r_c, nf, self.L)
 
     # ---------------------------------------------------------------- bookkeeping
     def _argmax(self) -> int:
@@ -538,7 +580,7 @@ class Sampler:
 
     def _predict(self, pix: np.ndarray) -> np.ndarray:
         f = features_kn(pix, *self._nn(pix), self._pt_label, self._recon,
-                        self.shape, self.r_c)
+                        self.shape, self.r_c, self._n_features, self.L)
         return np.asarray(self.erd_model.predict(f), dtype=np.float64).reshape(-1)
 
     def pop_changes(self) -> int:
