@@ -78,6 +78,19 @@ def jsonable(o):
     return o
 
 
+def write_json_atomic(path, obj) -> Path:
+    """Write ``jsonable(obj)`` to ``path`` through a temporary file and an atomic rename
+    (a reader never sees a half-written file).  Returns the path."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(jsonable(obj), indent=1))
+    tmp.replace(path)
+    return path
+
+
 #: The acquisition journal of a run folder (:mod:`napari_slads_eds.acquisition`).
 JOURNAL_NAME = "journal.h5"
 #: A folder holding this file is a run of ``slads-eds demo``, which the next demo may replace.

@@ -43,6 +43,7 @@ import tensorflow as tf
 from keras import layers
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ._files import write_json_atomic
 from ._validation import InputError, check_spectra
 from .spectra import EnergyAxis, ReferenceSpectra
 
@@ -777,9 +778,7 @@ class SpectrumClassifier:
             "phase_names": list(self.phase_names),
             "report": self.report,
         }
-        tmp = d / (_META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(d / _META_FILE)
+        write_json_atomic(d / _META_FILE, meta)
         return d
 
     @classmethod

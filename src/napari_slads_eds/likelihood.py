@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
+from ._files import write_json_atomic
 from ._validation import InputError, check_spectra
 from .spectra import EnergyAxis, ReferenceSpectra
 
@@ -334,12 +335,9 @@ class PoissonPhaseClassifier:
         d.mkdir(parents=True, exist_ok=True)
         np.savez(d / MODEL_FILE, shapes=self.shapes, count_model=self.count_model, channels=self.channels,
                  log_prior=self.log_prior)
-        meta = {"format": _FORMAT, "kind": KIND, "format_version": FORMAT_VERSION,
-                "temperature": self.temperature, "axis": self.axis.to_dict(),
-                "phase_names": list(self.phase_names), "report": _jsonable(self.report)}
-        tmp = d / (_META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(d / _META_FILE)
+        write_json_atomic(d / _META_FILE, {"format": _FORMAT, "kind": KIND, "format_version": FORMAT_VERSION,
+                                           "temperature": self.temperature, "axis": self.axis,
+                                           "phase_names": list(self.phase_names), "report": self.report})
         return d
 
     @classmethod
@@ -379,18 +377,6 @@ def _bin(x: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """Sum channels into bins: (n, p) -> (n, B) (``np.add.reduceat`` over the bin edges)."""
     sub = x[:, channels[0]:channels[-1]]
     return np.add.reduceat(sub, channels[:-1] - channels[0], axis=1)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def _read_meta(d: Path) -> dict:

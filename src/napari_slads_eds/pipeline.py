@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import jsonable
+from ._files import write_json_atomic
 from ._validation import InputError, check_int, check_seed
 from .erd import ERD_CHOICES
 from .segmentation import (Regions, majority_downsample, read_micrograph, segment_phases,
@@ -343,9 +343,9 @@ def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict,
         if not dst.exists() or src.resolve() != dst.resolve():
             shutil.copy2(src, dst)
         erd_report["path"] = str(dst)
-    _atomic_json(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
+    write_json_atomic(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
     save_specimen(specimen, out / SPECIMEN_FILE)
-    _atomic_json(out / SETTINGS_FILE, {"settings": asdict(settings.check()),
+    write_json_atomic(out / SETTINGS_FILE, {"settings": asdict(settings.check()),
                                        "n_phases": int(n_phases if n_phases is not None else specimen.n_phases),
                                        "source": source or {}, "seconds_training": float(seconds_training)})
     return out
@@ -510,13 +510,6 @@ def _finish(result, out, clf_report, erd_report, s, source, specimen, seconds) -
     result["specimen_labels"] = specimen.labels
     write_run(result, out)
     return result
-
-
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(jsonable(obj), indent=1))
-    tmp.replace(path)
 
 
 def _read_json(path: Path) -> dict:
