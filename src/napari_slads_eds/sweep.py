@@ -595,6 +595,9 @@ def _models_task(task: dict, cfg: SweepConfig, plugin_name: str, pin: bool = Tru
 
 
 def _load_models(models: dict):
+    from .engine import _start_tensorflow
+
+    _start_tensorflow()        # as in the engine: TF's environment, its start-up banners silenced
     from .classifier import SpectrumClassifier
     from .erd import load_erd_model
 
