@@ -304,3 +304,21 @@ def test_poisson_job_on_a_simulated_specimen(tmp_path, sample_dir):
     assert np.array_equal(lab, spec.labels.reshape(-1))
     with pytest.raises(InputError, match="kind"):
         train_classifier(JobCtx(), refs, tmp_path / "x", kind="svm")
+
+
+def test_bad_models_and_training_input_are_refused(tmp_path):
+    clf = _two_phase_model()
+    d = clf.save(tmp_path / "clf")
+    raw = (d / "poisson_model.npz").read_bytes()
+    (d / "poisson_model.npz").write_bytes(raw[: len(raw) // 2])   # truncated zip
+    with pytest.raises(InputError, match="poisson_model.npz"):
+        load_classifier(d)
+    with pytest.raises(InputError, match="temperature"):
+        _two_phase_model(temperature=float("inf"))
+    refs = ReferenceSpectra(np.random.default_rng(0).poisson(5, size=(2, 6, 8)).astype(float) + 1, AX8, ("a", "b"))
+    with pytest.raises(InputError, match="bin_keV"):
+        PoissonPhaseClassifier.train(refs, bin_keV=float("nan"))
+    with pytest.raises(InputError, match="1..2"):
+        PoissonPhaseClassifier.train(refs, bin_keV=1.0, calibration=(np.ones((3, 8)), [1, 2, 7]))
+    with pytest.raises(InputError, match="labels"):
+        PoissonPhaseClassifier.train(refs, bin_keV=1.0, calibration=(np.ones((3, 8)), [1, 2]))

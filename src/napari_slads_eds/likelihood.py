@@ -148,8 +148,8 @@ class PoissonPhaseClassifier:
         names = [str(n) for n in phase_names]
         if len(names) != s.shape[0] - 1:
             raise InputError(f"{len(names)} phase names for {s.shape[0] - 1} phases")
-        if not float(temperature) >= 1.0:
-            raise InputError(f"temperature must be >= 1, got {temperature}")
+        if not (float(temperature) >= 1.0 and np.isfinite(float(temperature))):
+            raise InputError(f"temperature must be a finite number >= 1, got {temperature}")
         lp = (np.log(np.r_[1e-3, np.full(s.shape[0] - 1, (1 - 1e-3) / (s.shape[0] - 1))])
               if log_prior is None else np.asarray(log_prior, dtype=np.float64).reshape(-1))
         if lp.size != s.shape[0] or not np.all(np.isfinite(lp)):
@@ -217,6 +217,8 @@ class PoissonPhaseClassifier:
         S = np.asarray(references.spectra, dtype=np.float64)
         axis = references.axis
         L, M, p = S.shape
+        if not (np.isfinite(bin_keV) and bin_keV > 0):
+            raise InputError(f"bin_keV must be a positive width in keV, got {bin_keV}")
         if M < 2:
             raise InputError(f"the Poisson classifier needs >= 2 spectra per phase, got {M}")
         E = axis.energies
@@ -246,7 +248,13 @@ class PoissonPhaseClassifier:
         if calibration is not None:
             cx, cy = calibration
             cx = check_spectra(cx, p, name="calibration spectra")
-            cy = np.asarray(cy, dtype=np.int64).reshape(-1)
+            cy = np.asarray(cy).reshape(-1)
+            if cy.size != cx.shape[0] or cy.size == 0:
+                raise InputError(f"calibration: {cx.shape[0]} spectra but {cy.size} labels (one label per "
+                                 f"spectrum, at least one)")
+            if not (np.all(cy == np.round(cy)) and cy.min() >= 1 and cy.max() <= L):
+                raise InputError(f"calibration labels must be integers 1..{L} (the phases)")
+            cy = cy.astype(np.int64)
         else:
             cx = val.reshape(-1, p)
             cy = np.repeat(np.arange(1, L + 1), val.shape[1])
@@ -357,8 +365,8 @@ class PoissonPhaseClassifier:
         try:
             with np.load(mp, allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k]) for k in ("shapes", "count_model", "channels", "log_prior")}
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise InputError(f"{mp}: not a readable Poisson classifier model ({exc})") from exc
+        except Exception as exc:  # zip, CRC, truncation and format errors of many kinds
+            raise InputError(f"{mp}: not a readable Poisson classifier model ({type(exc).__name__}: {exc})") from exc
         try:
             axis = EnergyAxis.from_dict(meta["axis"])
             names = meta["phase_names"]
