@@ -41,6 +41,7 @@ import numpy as np
 
 from ._files import JOURNAL_NAME
 from ._validation import InputError
+from .uncertainty import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_LOOP_GAMMA
 
 __all__ = ["Journal", "read_journal", "StoppingRule", "stopping_beta", "learn_stopping_threshold",
            "JOURNAL_NAME", "RunConfig", "acquire"]
@@ -333,9 +334,9 @@ class RunConfig:
     # "soft" = spatial phase decisions (prior weight gamma in the loop, final_gamma in the final
     # decisions and the static scans, floor alpha) and probability votes
     uncertainty: str | None = None
-    prior_alpha: float = 0.05
-    prior_gamma: float = 1.0
-    final_gamma: float = 4.0
+    prior_alpha: float = DEFAULT_ALPHA
+    prior_gamma: float = DEFAULT_LOOP_GAMMA
+    final_gamma: float = DEFAULT_GAMMA
 
     def check(self) -> "RunConfig":
         if not 0 < self.target_fraction <= 1:

@@ -222,8 +222,9 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
               send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
               overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
               journal_path=None, resume: bool = False, journal_settings: dict | None = None,
-              baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float = 0.05,
-              prior_gamma: float = 1.0, final_gamma: float = 4.0, erd_uncertainty_weight: float = 0.0) -> dict:
+              baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float | None = None,
+              prior_gamma: float | None = None, final_gamma: float | None = None,
+              erd_uncertainty_weight: float = 0.0) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -268,8 +269,10 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
                     initial_pattern=initial_pattern, batch=batch, batch_mode=batch_mode, overlap=overlap,
                     seed=seed, frame_interval=frame_interval, send_maps=send_maps,
                     stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction,
-                    uncertainty=uncertainty, prior_alpha=prior_alpha, prior_gamma=prior_gamma,
-                    final_gamma=final_gamma).check()
+                    uncertainty=uncertainty,
+                    # None: RunConfig's defaults (napari_slads_eds.uncertainty's constants)
+                    **{k: v for k, v in (("prior_alpha", prior_alpha), ("prior_gamma", prior_gamma),
+                                         ("final_gamma", final_gamma)) if v is not None}).check()
     H, W = specimen.shape
     P = H * W
     truth = getattr(specimen, "phase_map", None)
