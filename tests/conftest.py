@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The workflow dock starts the engine when it opens (a 4-5 s TensorFlow start in a process of
+# its own); the suite opens dozens of docks, so only the tests of that start switch it on.
+os.environ.setdefault("SLADS_EDS_ENGINE_PRESTART", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 #: Real data that may not be bundled (GPL Bruker map): ../shared/data next to the repository,

@@ -295,3 +295,87 @@ def test_create_puts_the_camera_on_the_test_region(window, qtbot):
     # and it fills the canvas (not a small corner of the whole micrograph)
     assert max((r1 - r0) / (v1 - v0), (c1 - c0) / (u1 - u0)) > 0.85
     _no_tensorflow()
+
+
+# ----------------------------------------------------------------------------- one-click demo
+
+def test_demo_models_are_shipped_and_a_missing_file_is_named(tmp_path):
+    import shutil
+
+    from napari_slads_eds._sample_data import demo_models
+    from napari_slads_eds._validation import InputError
+    from napari_slads_eds._widgets.training import read_classifier_description
+    from napari_slads_eds.erd import load_erd_model
+    from napari_slads_eds.spectra import default_standards_for
+
+    clf, erd, info = demo_models()
+    # small enough for git and the wheel: the paper's two networks hold ~460 000 float32
+    # weights (1.9 MB) and no optimizer state is saved (that would make it 5.5 MB)
+    size = sum(p.stat().st_size for p in clf.parent.rglob("*") if p.is_file())
+    assert size < 2_500_000, size
+    rep = read_classifier_description(clf)
+    assert rep["phase_names"] == list(default_standards_for(2)) == info["phase_names"]
+    assert info["classifier"]["misclassification"] <= 0.005
+    assert load_erd_model(erd).meta.get("n_phases") == 2
+    broken = tmp_path / "demo"
+    shutil.copytree(clf.parent, broken)
+    (broken / "classifier" / "cnn.keras").unlink()
+    with pytest.raises(InputError, match="cnn.keras"):
+        demo_models(broken)
+
+
+def test_run_demo_from_the_sample_menu_reaches_live_frames(window, qtbot, tmp_path, monkeypatch):
+    from napari_slads_eds._sample_data import DEMO_MODELS
+
+    monkeypatch.setenv("SLADS_EDS_RUNS", str(tmp_path / "runs"))
+    viewer, wf = window
+    viewer.open_sample(PLUGIN, "demo")            # File > Open Sample > Run the SLADS demo
+    rw = wf.sampling
+    qtbot.waitUntil(lambda: rw.frames >= 1, timeout=90000)
+    s = wf.session
+    assert s.classifier_path == DEMO_MODELS / "classifier" and s.erd_path == DEMO_MODELS / "erd_model.npz"
+    info = wf.specimen.info
+    assert info.shape == (128, 128) and list(info.phase_names) == s.classifier_phases()
+    assert wf.tabs.currentIndex() == 3 and "Demo running" in wf.demo_status.text()
+    # ground truth, ERD, reconstruction and mask side by side, only they visible
+    assert viewer.canvas.grid.enabled
+    visible = {l.name for l in viewer.layers if l.visible}
+    live = {rw.layers[k].name for k in ("erd", "reconstruction", "mask")}
+    assert live <= visible and len(visible) == 4, visible
+    assert int(rw.mask.sum()) >= 1 and rw.n_measured >= 1
+    # one sample-menu click again while running: refused with a reason, nothing doubled
+    n_layers = len(viewer.layers)
+    assert wf.run_demo() is None and "busy" in wf.demo_status.text()
+    assert len(viewer.layers) == n_layers
+    rw.stop()
+    qtbot.waitUntil(lambda: not s.busy, timeout=30000)
+    # the demo's status line follows the run to its end
+    qtbot.waitUntil(lambda: "Demo running" not in wf.demo_status.text(), timeout=5000)
+    assert wf.demo_status.text().startswith(("Demo finished: TD", "Demo stopped"))
+    _no_tensorflow()
+
+
+def test_the_dock_starts_the_engine_and_prepares_the_demo_when_it_opens(make_napari_viewer, qtbot, monkeypatch):
+    from napari_slads_eds import _sample_data
+
+    monkeypatch.setenv("SLADS_EDS_ENGINE_PRESTART", "1")
+    _sample_data._segmented.cache_clear()
+    viewer = make_napari_viewer()
+    _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
+    assert wf.session.engine is None                 # not while the window is being drawn
+    qtbot.waitUntil(lambda: wf.session.engine is not None and wf.session.engine.is_alive(), timeout=10000)
+    # the demo's micrograph is segmented ahead, and "Run demo" gets a copy of the cached labels
+    qtbot.waitUntil(lambda: _sample_data._segmented.cache_info().currsize == 1, timeout=20000)
+    a = _sample_data.gold_ready_to_run()[1][0]
+    a[:] = 0                                         # as painting a Labels layer would
+    assert _sample_data.gold_ready_to_run()[1][0].min() == 1
+    assert _sample_data._segmented.cache_info().hits >= 2
+    _no_tensorflow()
+
+
+def test_no_engine_is_started_when_prestart_is_off(make_napari_viewer, qtbot, monkeypatch):
+    monkeypatch.setenv("SLADS_EDS_ENGINE_PRESTART", "0")
+    viewer = make_napari_viewer()
+    _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
+    qtbot.wait(800)                                  # past the prestart delay
+    assert wf.session.engine is None

@@ -47,6 +47,12 @@ def test_wheel_carries_the_top_level_manifest_and_sample_data(tmp_path):
     for f in (REPO / "sample_data").rglob("*"):
         if f.is_file():
             assert f"napari_slads_eds/sample_data/{f.relative_to(REPO / 'sample_data')}" in names
+    # the one-click demo's pre-trained models (issue 16)
+    demo = PKG / "demo_models"
+    shipped = [f for f in demo.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    assert any(f.suffix == ".keras" for f in shipped)
+    for f in shipped:
+        assert f"napari_slads_eds/demo_models/{f.relative_to(demo).as_posix()}" in names
 
 
 PKG = REPO / "src" / "napari_slads_eds"

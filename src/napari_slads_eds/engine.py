@@ -134,10 +134,30 @@ def _start_tensorflow() -> None:
             os.close(devnull)
 
 
+#: Modules a sampling run imports on first use, imported when the engine starts instead
+#: (``scipy.stats`` alone takes ~0.8 s): the first live frame of the first run then comes in
+#: ~0.3 s instead of ~1.2 s.
+_WARM_MODULES = ("scipy.stats.qmc", "napari_slads_eds.sampling", "napari_slads_eds.acquisition",
+                 "napari_slads_eds.reconstruction", "napari_slads_eds.features", "napari_slads_eds.erd",
+                 "napari_slads_eds.classifier", "napari_slads_eds.likelihood", "napari_slads_eds.uncertainty")
+
+
+def _warm_imports() -> None:
+    import importlib
+
+    for name in _WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:           # the job that needs it reports the error
+            pass
+
+
 def _engine_main(in_q, out_q, running, stop) -> None:
     threading.Thread(target=_watch_parent, daemon=True).start()
     _start_tensorflow()
     from . import jobs
+
+    _warm_imports()
     from ._validation import InputError
 
     out_q.put({"type": "ready", "pid": os.getpid()})

@@ -9,6 +9,8 @@ plain Python/numpy objects so that they cross the process boundary by value.
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -216,6 +218,71 @@ def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int,
     return curve
 
 
+class _BaselineThread:
+    """The static scans of :func:`run_slads`, computed in a thread beside the SLADS loop.
+
+    Emits a ``baseline`` message (name, curve) per scan as it finishes, in the order of
+    ``orders``; :meth:`finish` waits for them and raises what the thread raised.
+    """
+
+    def __init__(self, ctx, specimen, clf, orders: dict, fractions, n_phases: int, k: int, cfg):
+        self.curves: dict = {}
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._args = (specimen, clf, fractions, n_phases, k, cfg)
+        self._ctx, self._orders = ctx, orders
+        self._thread = None
+        if orders:
+            self._thread = threading.Thread(target=self._run, name="static-baselines", daemon=True)
+
+    def start(self) -> None:
+        """Start the scans (once; later calls do nothing)."""
+        if self._thread is not None and self._thread.ident is None:
+            self._thread.start()
+
+    def context(self, ctx):
+        """``ctx`` for the SLADS loop: its first ``frame`` message starts the scans, so that
+        they do not slow the first live frame (measuring them holds the GIL in parts)."""
+        return _StartOnFrame(ctx, self.start)
+
+    def _run(self) -> None:
+        specimen, clf, fractions, n_phases, k, cfg = self._args
+        try:
+            for name, order in self._orders.items():
+                if self._cancel.is_set():
+                    return
+                self.curves[name] = _static_baseline(specimen, clf, order, fractions, n_phases, k, cfg)
+                self._ctx.emit("baseline", name=name, curve=self.curves[name])
+        except BaseException as exc:       # re-raised in the job's thread by finish()
+            self._error = exc
+
+    def finish(self, cancel: bool = False) -> None:
+        """Wait for the scans (``cancel``: stop after the current one, raise nothing)."""
+        if self._thread is None:
+            return
+        if cancel:
+            self._cancel.set()
+        self.start()                # a run that sent no frame (stopped at once, replayed whole)
+        self._thread.join()
+        if self._error is not None and not cancel:
+            raise self._error
+
+
+class _StartOnFrame:
+    """A job context that calls ``on_frame()`` after each ``frame`` message it emits."""
+
+    def __init__(self, ctx, on_frame):
+        self._ctx, self._on_frame = ctx, on_frame
+
+    def emit(self, type_: str, **payload) -> None:
+        self._ctx.emit(type_, **payload)
+        if type_ == "frame":
+            self._on_frame()
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
 def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 0.15,
               initial_fraction: float = 0.01, initial_pattern: str = "halton", batch: int = 1,
               batch_mode: str = "top", k: int = 10, seed: int = 0, frame_interval: float = 0.25,
@@ -241,7 +308,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     (:meth:`~napari_slads_eds.uncertainty.SoftSampler._predict`).
 
     Streams ``baseline`` messages (static random / Halton scans through the same
-    classifier and reconstruction), then ``frame`` messages (new positions and labels, TD,
+    classifier and reconstruction, computed in a thread beside the run, so they may arrive
+    after the first frames) and ``frame`` messages (new positions and labels, TD,
     fraction, rate and, with ``send_maps``, the reconstruction and ERD map) at most every
     ``frame_interval`` s.
 
@@ -288,23 +356,22 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     if replay is not None and len(replay["position"]):
         _check_journal_is_this_run(journal_path, replay, specimen, cfg, k, L)
 
-    # static scans at the same budget, through the same classifier and reconstruction
+    # static scans at the same budget, through the same classifier and reconstruction, in a
+    # thread beside the run, started by its first frame: the first live frame does not wait
+    # for them (1-2 s at 128x128).
+    # The specimen gives the same spectrum for a pixel whenever it is measured, so the run's
+    # numbers do not depend on when the scans are measured.
     baseline_curves, baseline_orders = {}, {}
     fr = np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points)
     fr = np.unique(np.clip(np.concatenate([fr, [f for f in baseline_fractions if f <= target / P]]), 1 / P, 1))
-    for i, name in enumerate(baselines if truth is not None else ()):
-        ctx.checkpoint()
-        ctx.progress("baseline", i, len(baselines), baseline=name)
+    for name in (baselines if truth is not None else ()):
         if name == "random":
-            order = random_order((H, W), seed + 1)
+            baseline_orders[name] = random_order((H, W), seed + 1)
         elif name == "halton":
-            order = halton_order((H, W), target, seed + 1)
+            baseline_orders[name] = halton_order((H, W), target, seed + 1)
         else:
             raise InputError(f"unknown baseline {name!r} (random or halton)")
-        baseline_orders[name] = order
-        baseline_curves[name] = _static_baseline(specimen, clf, order, fr, L, k, cfg)
-        ctx.emit("baseline", name=name, curve=baseline_curves[name])
-        ctx.progress("baseline", i + 1, len(baselines), baseline=name)
+    baseline_thread = _BaselineThread(ctx, specimen, clf, baseline_orders, fr, L, k, cfg)
 
     journal = None
     if journal_path is not None:
@@ -315,11 +382,13 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
             settings.update({"run": cfg.to_dict(), "k": k, "grid": [H, W], "phases": L})
             journal = Journal(journal_path, specimen.axis.size, settings)
     try:
-        core = acquire(ctx, sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay,
+        core = acquire(baseline_thread.context(ctx), sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay,
                        posterior=posterior_of(clf) if cfg.uncertainty == "soft" else None)
     finally:
         if journal is not None:
             journal.close()
+        baseline_thread.finish(cancel=sys.exc_info()[0] is not None)
+    baseline_curves = baseline_thread.curves
     positions, labels = core["positions"], core["labels"]
     recon, td = sampler.reconstruction, sampler.td
     refined = {}

@@ -37,7 +37,8 @@ from ._files import write_json_atomic
 from ._validation import InputError, check_spectra
 from .spectra import EnergyAxis, ReferenceSpectra
 
-__all__ = ["PoissonPhaseClassifier", "load_classifier", "classifier_kind", "calibration_error",
+__all__ = ["PoissonPhaseClassifier", "load_classifier", "classifier_kind", "classifier_files",
+           "check_classifier_folder", "calibration_error",
            "KIND", "MODEL_FILE"]
 
 KIND = "poisson"
@@ -411,6 +412,46 @@ def classifier_kind(directory) -> str:
         Missing folder or unreadable ``classifier.json``.
     """
     return "poisson" if _read_meta(Path(directory)).get("kind") == KIND else "cnn"
+
+
+#: The files of a saved classifier folder, per kind.
+FILES = {"poisson": (_META_FILE, MODEL_FILE), "cnn": (_META_FILE, "detector.keras", "cnn.keras")}
+
+
+def classifier_files(directory) -> tuple[str, ...]:
+    """The file names a saved classifier folder of either kind holds (``classifier.json``
+    first): ``classifier.json, poisson_model.npz`` or ``classifier.json, detector.keras,
+    cnn.keras``.  The folder's ``classifier.json`` says the kind; a folder without one is
+    taken for the CNN kind, so that the missing-file error names all three files.
+
+    Raises
+    ------
+    InputError
+        ``classifier.json`` exists but is unreadable.
+    """
+    d = Path(directory)
+    if not (d / _META_FILE).is_file():
+        return FILES["cnn"]
+    return FILES[classifier_kind(d)]
+
+
+def check_classifier_folder(directory, what: str | None = None) -> tuple[str, ...]:
+    """Check that ``directory`` holds every file of a saved classifier; return the names.
+
+    Raises
+    ------
+    InputError
+        Not a folder, or a file missing (the message names it and the kind's files).
+    """
+    d = Path(directory)
+    label = what or str(d)
+    if not d.is_dir():
+        raise InputError(f"{label}: classifier folder not found")
+    names = classifier_files(d)
+    for name in names:
+        if not (d / name).is_file():
+            raise InputError(f"{label}: missing {name} (a classifier folder holds {', '.join(names)})")
+    return names
 
 
 def load_classifier(directory):

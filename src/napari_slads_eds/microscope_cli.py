@@ -97,11 +97,12 @@ def microscope_command(args) -> int:
 
 def _read_models(run: Path) -> tuple[Path, Path, dict, int]:
     from ._validation import InputError
-    from .pipeline import CLASSIFIER_DIR, CLASSIFIER_FILES, ERD_FILE, TRAINING_FILE, _read_json
+    from .likelihood import classifier_files
+    from .pipeline import CLASSIFIER_DIR, ERD_FILE, TRAINING_FILE, _read_json
 
     if not run.is_dir():
         raise InputError(f"--models {run}: not a folder (a run folder of slads-eds run/demo)")
-    for name in [ERD_FILE, TRAINING_FILE] + [f"{CLASSIFIER_DIR}/{n}" for n in CLASSIFIER_FILES]:
+    for name in [ERD_FILE, TRAINING_FILE] + [f"{CLASSIFIER_DIR}/{n}" for n in classifier_files(run / CLASSIFIER_DIR)]:
         if not (run / name).is_file():
             raise InputError(f"--models {run}: {name} is missing (a run folder of slads-eds run/demo whose "
                              f"training finished)")

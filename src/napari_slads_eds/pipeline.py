@@ -266,7 +266,8 @@ SPECIMEN_FILE = "specimen.npz"
 TRAINING_FILE = "models/training.json"
 CLASSIFIER_DIR = "models/classifier"
 ERD_FILE = "models/erd_model.npz"
-#: The files of a saved classifier folder (:meth:`SpectrumClassifier.save`).
+#: The files of a saved CNN classifier folder (:meth:`SpectrumClassifier.save`); a folder of
+#: either kind: :func:`napari_slads_eds.likelihood.classifier_files`.
 CLASSIFIER_FILES = ("classifier.json", "detector.keras", "cnn.keras")
 
 
@@ -329,11 +330,11 @@ def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict,
     if clf_dir is not None:
         src, dst = Path(clf_dir), out / CLASSIFIER_DIR
         if not dst.exists() or src.resolve() != dst.resolve():
+            from .likelihood import check_classifier_folder
+
+            names = check_classifier_folder(src)
             dst.mkdir(parents=True, exist_ok=True)
-            for name in CLASSIFIER_FILES:
-                if not (src / name).is_file():
-                    raise InputError(f"{src}: missing {name} (a classifier folder holds "
-                                     f"{', '.join(CLASSIFIER_FILES)})")
+            for name in names:
                 shutil.copy2(src / name, dst / name)
         clf_report["path"] = str(dst)
     if erd_path is not None:
@@ -366,12 +367,19 @@ def read_run_folder(out_dir) -> RunFolder:
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"{out} cannot be resumed: not a folder")
-    models = [ERD_FILE] + [f"{CLASSIFIER_DIR}/{n}" for n in CLASSIFIER_FILES]
-    for name in (SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, *models, JOURNAL_NAME):
-        if not (out / name).is_file():
-            raise InputError(f"{out} cannot be resumed: {name} is missing "
-                             "(was it started with slads-eds run/demo or the napari plugin, and did training finish?)")
+    from .likelihood import classifier_files
+
+    def require(names):
+        for name in names:
+            if not (out / name).is_file():
+                raise InputError(f"{out} cannot be resumed: {name} is missing (was it started with slads-eds "
+                                 "run/demo or the napari plugin, and did training finish?)")
+
+    require((SETTINGS_FILE, SPECIMEN_FILE, TRAINING_FILE, ERD_FILE, f"{CLASSIFIER_DIR}/classifier.json",
+             JOURNAL_NAME))
     meta = _read_json(out / SETTINGS_FILE)
+    # the classifier's kind (its classifier.json) says which model files it has
+    require([f"{CLASSIFIER_DIR}/{n}" for n in classifier_files(out / CLASSIFIER_DIR)])
     training = _read_json(out / TRAINING_FILE)
     try:
         s = RunSettings(**meta["settings"]).check()

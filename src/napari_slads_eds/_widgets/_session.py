@@ -363,6 +363,12 @@ class Session:
             worker.start()
         return worker
 
+    def start_engine(self) -> None:
+        """Start the engine process now, without waiting: it loads TensorFlow in its own
+        process while the GUI goes on (the next job then starts at once)."""
+        if not self.closed:
+            self._ensure_engine()
+
     def _ensure_engine(self) -> Engine:
         if self.engine is None:
             self.engine = Engine(start=False)

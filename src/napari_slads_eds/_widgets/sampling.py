@@ -7,7 +7,7 @@ process; this widget relays its messages (through the session's thread_worker) i
   ``measurement mask`` (Image, 1 = measured), ``reconstruction`` (Labels) and ``ERD``
   (Image, 0 at measured pixels);
 * the TD-curve plot dock: SLADS against the static random and Halton scans
-  (the "baseline" messages arrive before the run starts);
+  (the "baseline" messages arrive while the run goes on);
 * a status line: measured count, sampling fraction, TD, measurements per second, time left.
 
 Start / Pause / Resume / Stop.  Every run is journaled: Start creates a run folder (by
@@ -803,17 +803,11 @@ class SamplingWidget(QWidget):
     def _on_message(self, msg: dict) -> None:
         if self.busy_indicator.active:
             self.busy_indicator.stop()
-            if self._params is not None and self._params.baselines:
-                self._status("computing the static random and Halton scans for comparison…")
         t = msg.get("type")
         if t == "frame":
             self._apply_frame(msg)
-        elif t == "baseline":
+        elif t == "baseline":      # computed beside the run: arrives after the first frames
             self.session.plot("td").set_baseline(msg["name"], msg["curve"])
-        elif t == "progress" and msg.get("stage") == "baseline":
-            name = {"random": "random", "halton": "Halton"}.get(msg.get("baseline"), msg.get("baseline"))
-            if msg["done"] < msg["total"] and not self.session.paused:   # "paused" stays visible
-                self._status(f"static {name} scan for comparison ({msg['done'] + 1} of {msg['total']})…")
 
     def _apply_frame(self, msg: dict) -> None:
         """Take one frame: the measured positions always go into the mask array; the layers,

@@ -161,6 +161,16 @@ class SpecimenWidget(QWidget):
             self.ref_combos.append(c)
             self.refs_form.addRow(f"phase {l}", c)
 
+    def reset_defaults(self) -> None:
+        """Every setting back to its documented default (test tile 0 of a 128x128 grid at
+        down-sampling 2, 1 % ill-spectra, 7500 counts, seed 0) and the reference spectra to
+        ``default_standards_for(L)``; the phase layer and L stay."""
+        self.region_combo.setCurrentIndex(0)
+        for spin, value in ((self.size_spin, 128), (self.factor_spin, 2), (self.tile_spin, 0),
+                            (self.ill_spin, 0.01), (self.counts_spin, 7500.0), (self.seed_spin, 0)):
+            spin.setValue(value)
+        self._rebuild_reference_rows()
+
     def _maybe_choose_file(self, combo, text):
         if text != _FILE_ITEM:
             return

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
 
 from .._validation import InputError, check_label_image
 from ..erd import load_erd_model
-from ..pipeline import CLASSIFIER_FILES
+from ..likelihood import check_classifier_folder, classifier_files, classifier_kind
 from ..segmentation import majority_downsample
 from ..spectra import EnergyAxis
 from ._common import (LayerCombo, StartupIndicator, float_spin, follow_layers, int_spin, layer_data_2d, set_progress,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingWidget", "read_classifier_description"]
 
-_CLASSIFIER_FILES = CLASSIFIER_FILES
 
 
 def _is_specimen_layer(layer) -> bool:
@@ -66,10 +65,8 @@ def read_classifier_description(folder) -> dict:
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"classifier folder not found: {d}")
-    for name in _CLASSIFIER_FILES:
-        if not (d / name).is_file():
-            raise InputError(f"{d}: missing {name} (a classifier folder holds "
-                             f"{', '.join(_CLASSIFIER_FILES)})")
+    check_classifier_folder(d)
+    kind = classifier_kind(d)
     f = d / "classifier.json"
     try:
         meta = json.loads(f.read_text())
@@ -82,7 +79,7 @@ def read_classifier_description(folder) -> dict:
         raise InputError(f"{f}: not a readable classifier description ({exc})") from exc
     if not isinstance(raw_names, list) or not raw_names or not all(isinstance(n, str) for n in raw_names):
         raise InputError(f"{f}: phase_names must be a list of one or more names, got {raw_names!r}")
-    if not np.isfinite(threshold):
+    if kind == "cnn" and not np.isfinite(threshold):
         raise InputError(f"{f}: the ill-spectrum threshold must be a finite number, got {meta['threshold']!r}")
     m = report.get("misclassification")
     if m is not None and not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1):
@@ -95,7 +92,8 @@ def read_classifier_description(folder) -> dict:
             ok = False
         if not ok:
             raise InputError(f"{f}: report.confusion must be a matrix of numbers")
-    report.update({"phase_names": list(raw_names), "axis": axis, "threshold": threshold, "path": str(d)})
+    report.update({"phase_names": list(raw_names), "axis": axis, "threshold": threshold, "path": str(d),
+                   "kind": kind})
     return report
 
 
@@ -338,7 +336,7 @@ class TrainingWidget(QWidget):
         dst = Path(folder)
         if dst.resolve() != src.resolve():
             dst.mkdir(parents=True, exist_ok=True)
-            for name in _CLASSIFIER_FILES:
+            for name in classifier_files(src):
                 shutil.copy2(src / name, dst / name)
         self.clf_label.setText(f"{self.clf_label.text()}\nsaved to {dst}")
         return dst
