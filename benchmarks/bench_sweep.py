@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 NUMERIC = ["td_0.05", "td_0.1", "td_0.2", "fraction_at_target", "spectra", "misclassification_run"]
 
 
-def _images(tmp: Path) -> list[str]:
+def _images(tmp: Path, p45_scale: int = 4) -> list[str]:
     import imageio.v3 as iio
     from skimage.transform import rescale
 
@@ -48,9 +48,9 @@ def _images(tmp: Path) -> list[str]:
 
     shared = Path(os.environ.get("SLADS_EDS_SHARED_DATA", REPO.parent / "shared" / "data"))
     z = np.load(shared / "eds_map_bruker_P45.npz")
-    bse = rescale(z["image_BSE_100x75"].astype(float), 4, order=1, preserve_range=True)
+    bse = rescale(z["image_BSE_100x75"].astype(float), p45_scale, order=1, preserve_range=True)
     bse = np.round(255 * (bse - bse.min()) / (bse.max() - bse.min())).astype(np.uint8)
-    p45 = tmp / "p45_bse_x4.png"
+    p45 = tmp / f"p45_bse_x{p45_scale}.png"
     iio.imwrite(p45, bse)
     d = sample_data_dir()
     return [str(d / "sem_nanoporous_gold_inlens.png"), str(d / "sem_glass_sand_bubbles_bse.png"), str(p45)]
@@ -123,6 +123,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmark_sweep.json"))
+    ap.add_argument("--p45-scale", type=int, default=4,
+                    help="interpolation factor of the P45 BSE image (75x100); 6 gives a 128x128 region at down-sampling 2")
     ap.add_argument("--keep", default=None, help="keep the sweep folders here (default: a temporary folder)")
     a = ap.parse_args()
 
@@ -130,7 +132,7 @@ def main() -> int:
 
     tmp = Path(a.keep or tempfile.mkdtemp(prefix="bench-sweep-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    images = _images(tmp)
+    images = _images(tmp, a.p45_scale)
     common = dict(fractions=(0.05, 0.1, 0.2), strategies=("slads", "halton", "random"), seeds=tuple(a.seeds),
                   size=a.size, downsample=2)
     report = {"images": images, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in common.items()},

@@ -889,8 +889,10 @@ def _run_todo(client, out: Path, cfg: SweepConfig, todo: list, rows: dict, progr
                           + b"".join(models["erd"][k] for k in sorted(models["erd"]))).hexdigest()[:16]
     plugin_name = f"slads-eds-sweep-models-{digest}"
     client.register_plugin(_make_plugin(plugin_name, models), name=plugin_name)
+    # longest tasks first (SLADS one point per step, then batched SLADS, then static scans), so
+    # that the last tasks, which leave a worker idle while another finishes, are short ones
     futures = [client.submit(_models_task, t, cfg, plugin_name, pin, key=f"sweep-{t['id']}-{digest}",
-                             pure=False) for t in todo]
+                             pure=False, priority=_task_priority(t)) for t in todo]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -912,6 +914,15 @@ def _run_todo(client, out: Path, cfg: SweepConfig, todo: list, rows: dict, progr
     finally:
         if bar is not None:
             bar.close()
+
+
+def _task_priority(task: dict) -> int:
+    """Dask priority of a task (higher runs first): its expected cost relative to the others.
+    A SLADS run one position per step does a selection per spectrum (slowest); batched
+    SLADS a selection per batch; a static scan none."""
+    if task["strategy"] != "slads":
+        return 0
+    return 2 if int(task["batch"]) <= 1 else 1
 
 
 def _make_plugin(name: str, models: dict):
