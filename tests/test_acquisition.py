@@ -90,3 +90,57 @@ def test_journal_replay_without_tensorflow(model, blobs, tmp_path):
     assert rest["n_replayed"] == len(rec["label"])
     assert np.array_equal(rest["positions"], ref["positions"])
     assert rest["td_curve"] == ref["td_curve"]
+
+
+def test_overlap_sends_the_next_batch_before_classifying_and_keeps_it_at_a_stop(model, blobs):
+    """With overlap, batch k + 1 reaches the instrument before batch k is classified (the
+    instrument does not wait for that work); the selections are those of the loop without
+    the early send; a batch already sent when the user stops is measured and kept."""
+    import threading
+
+    erd, _ = model
+    measure_truth, classify_truth = _labeller(blobs)
+    cond = threading.Condition()
+    state = {"measures": 0, "classified": 0, "waited_in_vain": 0}
+
+    def measure(pos):
+        with cond:
+            state["measures"] += 1
+            cond.notify_all()
+        return measure_truth(pos)
+
+    def classify(spectra):
+        # classification i (0 = the initial pattern) is of measurement i; the early send means
+        # measurement i + 1 has started by now, except after the last batch
+        i = state["classified"]
+        state["classified"] += 1
+        if i >= 1 and state["waited_in_vain"] < 3:
+            with cond:
+                if not cond.wait_for(lambda: state["measures"] >= i + 2, timeout=1.0):
+                    state["waited_in_vain"] += 1
+        return classify_truth(spectra)
+
+    cfg = RunConfig(target_fraction=0.2, batch=3, batch_mode="pseudo", overlap=True, seed=4, send_maps=False,
+                    frame_interval=0.0)
+    s = Sampler(blobs.shape, 2, erd, truth=blobs)
+    out = acquire(Ctx(), s, measure, classify, cfg)
+    assert state["classified"] > 20
+    assert state["waited_in_vain"] <= 1            # only the last batch has no successor
+    # the same selections as an overlap run with an instrument that answers at once
+    s_ref = Sampler(blobs.shape, 2, erd, truth=blobs)
+    ref = acquire(Ctx(), s_ref, measure_truth, classify_truth, cfg)
+    assert np.array_equal(out["positions"], ref["positions"]) and out["td_curve"] == ref["td_curve"]
+
+    # a stop while a batch is at the instrument: that batch is measured and kept
+    measured = []
+
+    def measure_log(pos):
+        measured.append(np.asarray(pos).copy())
+        return measure_truth(pos)
+
+    s2 = Sampler(blobs.shape, 2, erd, truth=blobs)
+    out2 = acquire(Ctx(stop_after=int(0.05 * blobs.size)), s2, measure_log, classify_truth, cfg)
+    assert out2["stop_reason"] == "stopped by the user"
+    sent = np.concatenate(measured)
+    assert len(sent) == len(out2["positions"]) == s2.n_measured < int(0.2 * blobs.size)
+    assert {tuple(p) for p in sent} == {tuple(p) for p in out2["positions"]}

@@ -450,9 +450,11 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         if log and time.perf_counter() - state["last"] >= cfg.frame_interval:
             frame()
 
-    def measure_classify(pos):
-        spectra = measure(pos)
+    def classified(spectra):
         return (posterior(spectra) if soft else classify(spectra)), spectra
+
+    def measure_classify(pos):
+        return classified(measure(pos))
 
     post_log: list[np.ndarray] = []     # spectrum posteriors (n, L + 1)
     dec_log: list[np.ndarray] = []      # phase probabilities of the in-loop decisions (n, L)
@@ -502,23 +504,35 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
     elif cfg.overlap:
         from concurrent.futures import ThreadPoolExecutor
 
+        # The measuring thread only measures.  While batch k is measured, batch k + 1 is
+        # chosen (pseudo-measurements at k's positions); as soon as k's spectra arrive,
+        # k + 1 goes to the instrument, and only then is k classified, journaled and
+        # recorded: the instrument does not wait for that work.  The sampler sees the same
+        # sequence of selections and updates as without the early send (same results).  A
+        # batch already sent when the run stops (user, stopping rule) is measured and kept.
         with ThreadPoolExecutor(1, thread_name_prefix="acquire") as pool:
             cur = sampler.select(min(cfg.batch, target - sampler.n_measured), "pseudo")
-            fut = pool.submit(measure_classify, cur) if len(cur) else None
+            fut = pool.submit(measure, cur) if len(cur) else None
             while fut is not None:
                 stopping = ctx.checkpoint(graceful=True)
                 room = target - sampler.n_measured - len(cur)
                 nxt = sampler.select(min(cfg.batch, room), "pseudo") if room > 0 and not stopping else None
-                measure_record(cur, fut.result())
+                spectra = fut.result()
+                fut = None
+                if nxt is not None and len(nxt):
+                    if ctx.stop_requested:
+                        sampler.cancel(nxt)
+                    else:
+                        fut = pool.submit(measure, nxt)
+                measure_record(cur, classified(spectra))
                 done_by_rule = stop_by_rule()
                 if stopping or ctx.stop_requested or done_by_rule:
-                    if nxt is not None and len(nxt):
-                        sampler.cancel(nxt)
+                    if fut is not None:          # already at the instrument: measured, so kept
+                        measure_record(nxt, classified(fut.result()))
                     stop_reason = ("stopping rule: new measurements hardly change the reconstruction any more"
                                    if done_by_rule and not stopping else "stopped by the user")
                     break
                 cur = nxt
-                fut = pool.submit(measure_classify, cur) if cur is not None and len(cur) else None
     else:
         while sampler.n_measured < target:
             if ctx.checkpoint(graceful=True):
