@@ -344,6 +344,49 @@ def test_the_committed_openapi_schema_is_the_servers():
     assert {"/v1/info", "/v1/measure", "/v1/health", "/v1/cancel"} <= set(committed["paths"])
 
 
+# ------------------------------------------------- the connection check before a run
+
+def test_the_connection_check_answers_at_once_and_names_what_is_wrong(server, specimen, tmp_path):
+    """read_microscope_info (no retries) and check_microscope_for_classifier: what the Run
+    tab's Connect uses; each refusal is one line."""
+    from napari_slads_eds._validation import InputError
+    from napari_slads_eds.microscope import MicroscopeError, check_microscope_for_classifier, read_microscope_info
+
+    info = read_microscope_info(server.url, token=TOKEN)
+    assert info.shape == specimen.shape and info.axis == specimen.axis and info.dwell_default_s == 0.02
+    assert info.describe(0.5).startswith("40 x 40 grid of 12.5 nm, energy axis 32 channels") and "dwell 0.5 s" in \
+        info.describe(0.5)
+    clf = {"axis": specimen.axis.to_dict(), "phase_names": ["low", "high"]}
+    assert check_microscope_for_classifier(info, clf) == 0.02                  # the default dwell
+    assert check_microscope_for_classifier(info, clf, dwell_s=0.0, truth=specimen) == 0.02
+    assert check_microscope_for_classifier(info, None, dwell_s=1.5) == 1.5
+    (tmp_path / "classifier.json").write_text(json.dumps(clf))      # a classifier folder: its description
+    assert check_microscope_for_classifier(info, tmp_path, dwell_s=0.1) == 0.1
+    sock = listen_socket("127.0.0.1", 0)
+    closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    t0 = time.perf_counter()
+    cases = [(lambda: read_microscope_info(closed), MicroscopeUnavailable, f"no microscope answers at {closed}"),
+             (lambda: read_microscope_info(server.url), MicroscopeRefused, "needs a token"),
+             (lambda: read_microscope_info(server.url, token="nope"), MicroscopeRefused, "refused the token"),
+             (lambda: read_microscope_info(server.url + "/x", token=TOKEN), MicroscopeRefused, "HTTP 404"),
+             (lambda: read_microscope_info("127.0.0.1:8765"), InputError, "expected an http:// or https:// URL"),
+             (lambda: check_microscope_for_classifier(info, dict(clf, axis={"offset_keV": 0.0, "scale_keV": 0.01,
+                                                                           "size": 2048})),
+              MicroscopeError, "is not the one the classifier was trained on (2048 channels"),
+             (lambda: check_microscope_for_classifier(info, clf, dwell_s=61), MicroscopeError, "outside"),
+             (lambda: check_microscope_for_classifier(info, tmp_path / "none"), InputError, "classifier.json"),
+             (lambda: check_microscope_for_classifier(info, clf, truth=_specimen(np.ones((8, 8), np.int16))),
+              MicroscopeError, "grid is 8 x 8, the microscope's 40 x 40"),
+             (lambda: check_microscope_for_classifier(info, dict(clf, phase_names=["a", "b", "c"]), truth=specimen),
+              MicroscopeError, "the ground truth has 2 phases but the classifier knows 3")]
+    for fn, exc, text in cases:
+        with pytest.raises(exc) as e:
+            fn()
+        assert text in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert time.perf_counter() - t0 < 5          # no back-off: a closed port is said at once
+
+
 # ------------------------------------------------------- the loop against the server
 
 @pytest.mark.parametrize("overlap", [False, True])

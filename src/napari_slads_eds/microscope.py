@@ -52,7 +52,8 @@ from .spectra import EnergyAxis
 
 __all__ = ["PROTOCOL", "PROTOCOL_VERSION", "API_PREFIX", "Microscope", "MicroscopeInfo", "HttpMicroscope",
            "MicroscopeError", "MicroscopeReplyError", "MicroscopeRefused", "MicroscopeUnavailable",
-           "encode_counts", "decode_counts", "parse_info", "check_measure_reply"]
+           "encode_counts", "decode_counts", "parse_info", "check_measure_reply", "check_url",
+           "read_microscope_info", "check_microscope_for_classifier"]
 
 PROTOCOL = "slads-eds-microscope"
 PROTOCOL_VERSION = 1
@@ -174,6 +175,24 @@ class MicroscopeInfo:
         d["axis"] = self.axis.to_dict()
         d["shape"] = list(self.shape)
         return d
+
+    def describe(self, dwell_s: float | None = None) -> str:
+        """One line for a status display, e.g. ``'demo': 128 x 128 grid, energy axis 2048
+        channels, offset 0.00352 keV, 10.0122 eV/channel, dwell 0.02 s (0-60 s), beam 15 keV``.
+
+        Parameters
+        ----------
+        dwell_s : float, optional
+            The dwell time (s per spot) a run will use (default: the microscope's default).
+        """
+        d = self.dwell_default_s if dwell_s is None else float(dwell_s)
+        rows, cols = self.shape
+        parts = [f"{rows} x {cols} grid" + (f" of {self.pixel_size_nm:g} nm" if self.pixel_size_nm else ""),
+                 f"energy axis {self.axis.describe()}",
+                 f"dwell {d:g} s per spot ({self.dwell_min_s:g}-{self.dwell_max_s:g} s)"]
+        if self.beam_energy_keV:
+            parts.append(f"beam {self.beam_energy_keV:g} keV")
+        return (f"'{self.name}': " if self.name else "") + ", ".join(parts)
 
 
 def _reply_error(field: str, what: str) -> MicroscopeReplyError:
@@ -311,11 +330,177 @@ def check_measure_reply(d, request_id: str, positions: np.ndarray, axis: EnergyA
 
 # ---------------------------------------------------------------------------- client
 
-def _url(base: str) -> str:
-    base = str(base).strip()
-    if not base.startswith(("http://", "https://")):
-        raise InputError(f"--microscope: expected an http:// or https:// URL, got {base!r}")
-    return base.rstrip("/")
+def check_url(base, what: str = "--microscope") -> str:
+    """The microscope's base URL without a trailing ``/``.
+
+    Raises
+    ------
+    InputError
+        Not an ``http://`` or ``https://`` URL with a host (the message starts with ``what``).
+    """
+    text = str(base).strip()
+    if not text.startswith(("http://", "https://")) or not text.split("://", 1)[1].strip("/"):
+        raise InputError(f"{what}: expected an http:// or https:// URL such as http://127.0.0.1:8765, "
+                         f"got {text!r}")
+    return text.rstrip("/")
+
+
+_url = check_url
+
+
+def read_microscope_info(url: str, *, token: str | None = None, timeout: float = 5.0,
+                         transport=None) -> MicroscopeInfo:
+    """Read ``GET /v1/info`` once, without retries: the connection check before a run.
+
+    Unlike :class:`HttpMicroscope`, which waits out an outage (a run in progress), this
+    answers at once, so that a user interface can say what is wrong.  Needs httpx (the
+    ``microscope`` extra); no Qt, no TensorFlow.
+
+    Parameters
+    ----------
+    url : str
+        Base URL of the server, e.g. ``http://127.0.0.1:8765``.
+    token : str, optional
+        Bearer token (None or empty: none sent).
+    timeout : float
+        Seconds to connect and to wait for the reply.
+    transport : httpx.BaseTransport, optional
+        For tests (``httpx.MockTransport``).
+
+    Returns
+    -------
+    MicroscopeInfo
+        Grid (rows, cols), energy axis (keV), dwell limits (s), largest batch.
+
+    Raises
+    ------
+    InputError
+        Not an http(s) URL, or httpx is not installed.
+    MicroscopeUnavailable
+        Nothing answers at ``url`` (refused, timed out, unknown host) or the server
+        answers HTTP 5xx.
+    MicroscopeRefused
+        A missing or wrong token (HTTP 401/403), or another HTTP 4xx (e.g. 404: not a
+        slads-eds microscope server at that URL).
+    MicroscopeReplyError
+        A reply that is not JSON or not a valid ``/v1/info`` (the field is named).
+    """
+    base = check_url(url, "microscope URL")
+    try:
+        import httpx
+    except ImportError as exc:      # pragma: no cover - the extra is installed with the tests
+        raise InputError("a microscope needs httpx: pip install 'napari-slads-eds[microscope]'") from exc
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with httpx.Client(base_url=base + API_PREFIX, headers=headers, transport=transport,
+                          timeout=float(timeout)) as client:
+            r = client.get("/info")
+    except httpx.TimeoutException:
+        raise MicroscopeUnavailable(f"the microscope at {base} did not answer within {float(timeout):g} s: is the "
+                                    f"server running and the URL right?") from None
+    except httpx.TransportError as exc:     # refused, unknown host, reset
+        reason = str(exc).split("\n")[0] or type(exc).__name__
+        raise MicroscopeUnavailable(f"no microscope answers at {base} ({reason}): is the server running "
+                                    f"(e.g. slads-eds serve) and the URL right?") from None
+    except httpx.HTTPError as exc:          # e.g. an invalid URL
+        raise InputError(f"microscope URL {base}: {exc}") from None
+    if r.status_code in (401, 403):
+        if token:
+            raise MicroscopeRefused(f"the microscope at {base} refused the token (HTTP {r.status_code}: "
+                                    f"{_detail(r)}): check it")
+        raise MicroscopeRefused(f"the microscope at {base} needs a token (HTTP {r.status_code}: {_detail(r)})")
+    if r.status_code >= 500:
+        raise MicroscopeUnavailable(f"the microscope at {base} cannot answer now (HTTP {r.status_code}: "
+                                    f"{_detail(r)}); try again")
+    if r.status_code >= 400:
+        raise MicroscopeRefused(f"{base}{API_PREFIX}/info answered HTTP {r.status_code} ({_detail(r)}): is this a "
+                                f"slads-eds microscope server?")
+    try:
+        body = r.json()
+    except ValueError:
+        raise MicroscopeReplyError(f"{base}{API_PREFIX}/info: the reply is not JSON ({r.text[:60]!r}); is this a "
+                                   f"slads-eds microscope server?") from None
+    return parse_info(body)
+
+
+def check_microscope_for_classifier(info: MicroscopeInfo, classifier: dict | None = None, *,
+                                    dwell_s: float | None = None, truth=None) -> float:
+    """Check that a SLADS run with this classifier can sample this microscope, before any
+    spot is measured.
+
+    Parameters
+    ----------
+    info : MicroscopeInfo
+        What the microscope's ``/v1/info`` says (:func:`read_microscope_info`).
+    classifier : path or dict, optional
+        The classifier folder (its ``classifier.json`` is read; no model is loaded), or
+        that description as a dict: ``"axis"`` (``offset_keV``, ``scale_keV``, ``size``:
+        the energy axis it was trained on) and ``"phase_names"`` (its L phases).  None:
+        only the dwell time and the ground truth are checked.
+    dwell_s : float, optional
+        Dwell time per spot in seconds; None or 0: the microscope's default.
+    truth : specimen, optional
+        The ground truth of what the microscope measures, when it is known (a simulated
+        specimen served by ``slads-eds serve``): its ``shape`` (rows, cols) and
+        ``n_phases`` must be the microscope's grid and the classifier's L.
+
+    Returns
+    -------
+    float
+        The dwell time (s per spot) the run will use.
+
+    Raises
+    ------
+    MicroscopeError
+        One line saying what was expected: the microscope's energy axis is not the one
+        the classifier was trained on (channels, offset or keV/channel differ by more than
+        0.05 channel over the axis), the dwell time is outside the microscope's limits, or
+        the ground truth has another grid than the microscope or another phase count
+        than the classifier.
+    InputError
+        A classifier folder without a readable ``classifier.json``, or a description
+        without a valid ``axis`` or ``phase_names``.
+    """
+    if classifier is not None and not isinstance(classifier, dict):
+        import json
+        from pathlib import Path
+
+        f = Path(classifier) / "classifier.json"
+        try:
+            classifier = json.loads(f.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{f}: not a readable classifier description ({exc})") from None
+        if not isinstance(classifier, dict):
+            raise InputError(f"{f}: not a classifier description (expected a JSON object)")
+    if classifier is not None:
+        try:
+            trained = EnergyAxis.from_dict(classifier["axis"])
+            names = list(classifier["phase_names"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"the classifier's description needs its energy axis and phase names "
+                             f"(classifier.json), missing {exc}") from None
+        if not trained.is_compatible(info.axis):
+            raise MicroscopeError(f"the microscope's energy axis ({info.axis.describe()}) is not the one the "
+                                  f"classifier was trained on ({trained.describe()}): train or load a classifier "
+                                  f"for this detector's calibration")
+        if not names:
+            raise InputError("the classifier's description names no phase")
+    d = info.dwell_default_s if dwell_s is None or float(dwell_s) == 0 else float(dwell_s)
+    if not (math.isfinite(d) and info.dwell_min_s <= d <= info.dwell_max_s):
+        raise MicroscopeError(f"dwell time {d:g} s is outside the microscope's limits "
+                              f"{info.dwell_min_s:g}-{info.dwell_max_s:g} s (0: its default, "
+                              f"{info.dwell_default_s:g} s)")
+    if truth is not None:
+        shape = tuple(int(n) for n in truth.shape)
+        if shape != tuple(info.shape):
+            raise MicroscopeError(f"the ground truth's grid is {shape[0]} x {shape[1]}, the microscope's "
+                                  f"{info.shape[0]} x {info.shape[1]}: give the specimen the microscope serves")
+        if classifier is not None and int(truth.n_phases) != len(names):
+            raise MicroscopeError(f"the ground truth has {int(truth.n_phases)} phases but the classifier knows "
+                                  f"{len(names)}: train a classifier for this specimen's phases")
+    return d
 
 
 class HttpMicroscope:

@@ -303,7 +303,8 @@ def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict,
     Parameters
     ----------
     out_dir : path
-    specimen : SimulatedSpecimen
+    specimen : SimulatedSpecimen or None
+        None for a run on a microscope (no ``specimen.npz``; ``n_phases`` is then needed).
     settings : RunSettings
     clf_report, erd_report : dict
         Training reports of the classifier and the ERD model.
@@ -324,6 +325,8 @@ def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict,
 
     from .specimen import save_specimen
 
+    if specimen is None and n_phases is None:
+        raise InputError("write_run_folder: a run without a specimen needs n_phases")
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     clf_report, erd_report = dict(clf_report or {}), dict(erd_report or {})
@@ -345,7 +348,8 @@ def write_run_folder(out_dir, specimen, settings: RunSettings, clf_report: dict,
             shutil.copy2(src, dst)
         erd_report["path"] = str(dst)
     write_json_atomic(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
-    save_specimen(specimen, out / SPECIMEN_FILE)
+    if specimen is not None:
+        save_specimen(specimen, out / SPECIMEN_FILE)
     write_json_atomic(out / SETTINGS_FILE, {"settings": asdict(settings.check()),
                                        "n_phases": int(n_phases if n_phases is not None else specimen.n_phases),
                                        "source": source or {}, "seconds_training": float(seconds_training)})

@@ -1,4 +1,4 @@
-"""Dock widget "Sampling run": SLADS on the simulated object, animated live.
+"""Dock widget "Sampling run": SLADS on the simulated object or a microscope, animated live.
 
 The engine job ``run_slads`` measures, classifies, reconstructs and selects in the engine
 process; this widget relays its messages (through the session's thread_worker) into
@@ -20,6 +20,15 @@ journal…" continues a stopped, failed or killed run from its folder (also one 
 ``slads-eds run``): the journal is replayed (nothing is measured twice) and the run goes on
 to its target with the selections an uninterrupted run makes.  "Save run…" writes the
 finished run to another folder.
+
+Source "Microscope": the same engine job measures through an
+:class:`~napari_slads_eds.microscope.HttpMicroscope` (the spot-spectrum protocol of
+``docs/microscope.md``, e.g. ``slads-eds serve``) instead of the simulated object, as
+``slads-eds acquire`` does: Connect (or Start) reads the microscope's ``/v1/info`` in a
+thread and checks it against the classifier
+(:func:`~napari_slads_eds.microscope.check_microscope_for_classifier`); the run has no
+static baselines, chooses the next batch while the current one is measured (overlap, on by
+default), and reports TD only when a ground-truth specimen file is given.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SamplingWidget", "RunParameters", "LIVE_LAYERS", "RUNS_ENV", "runs_base", "new_run_folder", "time_left"]
+__all__ = ["SamplingWidget", "RunParameters", "MicroscopeRun", "LIVE_LAYERS", "RUNS_ENV", "SOURCES",
+           "DEFAULT_MICROSCOPE_URL", "runs_base", "new_run_folder", "time_left"]
 
 #: Names of the live layers (key -> layer name).
 LIVE_LAYERS = {"mask": "measurement mask", "reconstruction": "reconstruction", "erd": "ERD"}
@@ -59,6 +69,15 @@ REPLAY_KEY = "slads_eds_replay"
 #: Environment variable naming the folder in which every GUI run gets its own run folder
 #: (default ``~/slads-eds-runs``).
 RUNS_ENV = "SLADS_EDS_RUNS"
+
+#: What a run samples (the Source box's text -> key).
+SOURCES = {"Simulated object": "simulated", "Microscope": "microscope"}
+#: The Microscope source's default URL (``slads-eds serve``'s default address).
+DEFAULT_MICROSCOPE_URL = "http://127.0.0.1:8765"
+#: Seconds the connection check waits for the microscope's ``/v1/info``.
+CONNECT_TIMEOUT = 5.0
+#: Name of the Labels layer showing a microscope run's ground-truth file.
+MICROSCOPE_TRUTH_LAYER = "ground truth (microscope)"
 
 
 def runs_base() -> Path:
@@ -100,6 +119,55 @@ class _Run:
 
 
 @dataclass
+class MicroscopeRun:
+    """What a run on a microscope samples; it stands where a simulated object's
+    :class:`~._session.SpecimenInfo` stands in a simulated run.
+
+    Attributes
+    ----------
+    specimen : HttpMicroscope
+        The client the engine measures through (pickled into the engine process, which
+        opens its own connection); ``phase_map``/``labels`` when a ground truth was given.
+    truth_file : str or None
+        The ground-truth specimen file (then the run reports TD).
+    """
+
+    specimen: object
+    truth_file: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.specimen.shape)
+
+    @property
+    def n_phases(self) -> int:
+        return int(self.specimen.n_phases)
+
+    @property
+    def has_truth(self) -> bool:
+        return getattr(self.specimen, "phase_map", None) is not None
+
+
+def _duration(seconds: float) -> str:
+    """``42.0 s``, ``3.5 min`` or ``1.20 h``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _row(*widgets) -> QWidget:
+    """Widgets side by side in one form field (a widget, so that the row can be hidden)."""
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for x in widgets:
+        lay.addWidget(x, 0 if isinstance(x, QPushButton) else 1)
+    return w
+
+
+@dataclass
 class RunParameters:
     """The run settings as passed to the engine job ``run_slads``."""
 
@@ -135,6 +203,46 @@ def time_left(t0: float, n0: int, now: float, n: int, target: int, min_seconds: 
     if dt < min_seconds or dn <= 0:
         return None
     return max(0.0, (target - n) * dt / dn)
+
+
+def _microscope_of_folder(folder) -> dict | None:
+    """The ``source["microscope"]`` entry (url, dwell_s, info) of a run folder's
+    ``run_settings.json``: the folder holds a run on a microscope.  None otherwise (also
+    for a folder without a readable settings file)."""
+    import json
+
+    try:
+        meta = json.loads((Path(folder) / SETTINGS_FILE).read_text())
+        mic = (meta.get("source") or {}).get("microscope")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mic if isinstance(mic, dict) else None
+
+
+def _acquire_command(folder, mic: dict) -> str:
+    """The ``slads-eds acquire … --resume`` command line that continues the microscope run
+    in ``folder`` (its settings from ``run_settings.json``), quoted for a status line."""
+    import json
+    import shlex
+
+    try:
+        st = json.loads((Path(folder) / SETTINGS_FILE).read_text()).get("settings") or {}
+    except (OSError, ValueError, AttributeError):
+        st = {}
+    f = shlex.quote(str(folder))
+    parts = ["slads-eds acquire", f"--microscope {mic.get('url', 'URL')}", f"--models {f}", f"--out {f}"]
+    # the options whose value is not the command's default
+    for key, opt, default in (("fraction", "--fraction", 0.15), ("initial_fraction", "--initial-fraction", 0.01),
+                              ("initial_pattern", "--initial", "halton"), ("seed", "--seed", 0),
+                              ("batch", "--batch", 1), ("batch_mode", "--batch-mode", "top")):
+        if key in st and st[key] != default:
+            parts.append(f"{opt} {st[key]}")
+    if st.get("overlap"):
+        parts.append("--overlap")
+    if isinstance(mic.get("dwell_s"), (int, float)):
+        parts.append(f"--dwell {mic['dwell_s']:g}")
+    parts += ["[--token-file FILE]", "--resume"]
+    return "'" + " ".join(parts) + "'"
 
 
 def _show_name(layer, on: bool = True) -> None:
@@ -196,8 +304,43 @@ class SamplingWidget(QWidget):
         self._replay_source = None       # a run folder's journal being replayed (else the last result)
         self.saved_to: Path | None = None
         self.write_worker = None
+        self.connect_worker = None       # reading a microscope's /v1/info
+        self.microscope_info = None      # what the last successful Connect/Start read
+        self._run_truth = None           # the run's ground-truth layer (None: a microscope run without one)
 
+        self.source_combo = QComboBox()
+        self.source_combo.addItems(list(SOURCES))
+        self.source_combo.setToolTip("What the run measures: the simulated object of step 2, or a microscope "
+                                     "that speaks the spot-spectrum protocol (docs/microscope.md; try it "
+                                     "with 'slads-eds serve')")
         self.specimen_combo = LayerCombo(self.viewer, _is_specimen_layer, "(create a simulated object)")
+        self.url_edit = QLineEdit(DEFAULT_MICROSCOPE_URL)
+        self.url_edit.setToolTip("Base URL of the microscope's server, e.g. http://127.0.0.1:8765 "
+                                 "(slads-eds serve's default)")
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.setToolTip("Read the microscope's grid, energy axis and dwell limits (/v1/info) and "
+                                       "check them against the classifier.  Start does this too")
+        self.token_edit = QLineEdit()
+        self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token_edit.setPlaceholderText("none")
+        self.token_edit.setToolTip("Bearer token of the server (slads-eds serve --token-file); never written "
+                                   "to the run folder")
+        self.mic_dwell_spin = float_spin(0.0, 3600.0, 0.0, step=0.01, decimals=3, suffix=" s",
+                                         tip="Dwell time per spot, s; 0: the microscope's default")
+        self.mic_dwell_spin.setSpecialValueText("default")
+        self.truth_edit = QLineEdit()
+        self.truth_edit.setPlaceholderText("optional, for TD")
+        self.truth_edit.setToolTip("The specimen the server serves (specimen.npz, or a run folder of "
+                                   "slads-eds run/demo), when it is known: the run then reports TD.  "
+                                   "A real specimen has none: TD is n/a")
+        self.truth_button = QPushButton("…")
+        self.truth_button.setToolTip("Choose the ground-truth specimen file")
+        self.truth_button.setMaximumWidth(32)
+        self.overlap_check = QCheckBox("choose during measuring")
+        self.overlap_check.setChecked(True)
+        self.overlap_check.setToolTip("Choose the next batch (with pseudo-measurements) while the microscope "
+                                      "measures the current one, so that the beam does not wait for the "
+                                      "computation")
         self.models_label = status_label("")
         self.initial_spin = float_spin(0.01, 50.0, 1.0, step=0.5, decimals=2, suffix=" %",
                                        tip="Initial measurements before SLADS chooses (the paper: 1 %)")
@@ -262,7 +405,15 @@ class SamplingWidget(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Source", self.source_combo)
         form.addRow("Simulated object", self.specimen_combo)
+        url_row = _row(self.url_edit, self.connect_button)
+        truth_row = _row(self.truth_edit, self.truth_button)
+        form.addRow("Microscope URL", url_row)
+        form.addRow("Token", self.token_edit)
+        form.addRow("Dwell per spot", self.mic_dwell_spin)
+        form.addRow("Ground truth", truth_row)
+        form.addRow("Overlap", self.overlap_check)
         form.addRow("Models", self.models_label)
         form.addRow("Initial fraction", self.initial_spin)
         form.addRow("Initial pattern", self.pattern_combo)
@@ -278,6 +429,12 @@ class SamplingWidget(QWidget):
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(self.folder_button)
         form.addRow("Run folder", folder_row)
+        # rows shown for one source only: (label, field)
+        self._source_rows = {
+            "simulated": [(form.labelForField(w), w) for w in (self.specimen_combo, self.dwell_spin,
+                                                                self.baselines_check)],
+            "microscope": [(form.labelForField(w), w) for w in (url_row, self.token_edit, self.mic_dwell_spin,
+                                                                 truth_row, self.overlap_check)]}
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button):
             buttons.addWidget(b)
@@ -323,11 +480,15 @@ class SamplingWidget(QWidget):
         self.movie_button.clicked.connect(lambda: self.export_movie())
         self.replay_folder_button.clicked.connect(lambda: self.replay_folder())
         self.folder_button.clicked.connect(self._choose_folder)
+        self.connect_button.clicked.connect(lambda: self.connect_microscope())
+        self.truth_button.clicked.connect(self._choose_truth)
+        self.source_combo.currentIndexChanged.connect(self._on_source)
         self.session.models_changed.connect(self._show_models)
         self.session.models_changed.connect(self._update_start)
         self.session.busy_changed.connect(self._on_busy)
         self.specimen_combo.currentIndexChanged.connect(self._update_start)
         self._show_models()
+        self._on_source()
         self._on_busy(self.session.busy)
 
     # ------------------------------------------------------------------ settings
@@ -337,8 +498,32 @@ class SamplingWidget(QWidget):
                           initial_pattern=self.pattern_combo.currentText(), batch=self.batch_spin.value(),
                           batch_mode=self.mode_combo.currentText(), seed=self.seed_spin.value(),
                           frame_interval=self.interval_spin.value(),
-                          baselines=("random", "halton") if self.baselines_check.isChecked() else ())
+                          # static scans need a ground truth to score, and on a microscope they
+                          # would cost beam time: none for a microscope run
+                          baselines=("random", "halton") if self.baselines_check.isChecked()
+                          and self.source() == "simulated" else ())
         return p
+
+    def source(self) -> str:
+        """What Start measures: ``"simulated"`` (the simulated object) or ``"microscope"``."""
+        return SOURCES[self.source_combo.currentText()]
+
+    def set_source(self, source: str) -> None:
+        """Choose the source: ``"simulated"`` or ``"microscope"``."""
+        names = {v: k for k, v in SOURCES.items()}
+        if source not in names:
+            raise InputError(f"source must be one of {', '.join(map(repr, names))}, got {source!r}")
+        self.source_combo.setCurrentText(names[source])
+
+    def _on_source(self, *_) -> None:
+        """Show the rows of the chosen source only."""
+        src = self.source()
+        for key, rows in self._source_rows.items():
+            for label, field in rows:
+                for w in (label, field):
+                    if w is not None:
+                        w.setVisible(key == src)
+        self._update_start()
 
     def set_parameters(self, **kw) -> None:
         """Set the form from RunParameters field names (fractions as 0-1)."""
@@ -361,39 +546,37 @@ class SamplingWidget(QWidget):
                 self.baselines_check.setChecked(bool(v))
             elif k == "dwell_time":
                 self.dwell_spin.setValue(float(v))
+            elif k == "overlap":
+                self.overlap_check.setChecked(bool(v))
             else:
                 raise InputError(f"unknown run parameter {k!r}")
 
     # ------------------------------------------------------------------ run control
     @user_action("Sampling run")
     def start(self, start: bool = True):
-        """Start the run in the engine; returns the worker (unstarted with start=False)."""
+        """Start the run in the engine; returns the worker (unstarted with start=False).
+
+        With the Microscope source the worker returned reads the microscope's ``/v1/info``
+        (:meth:`connect_microscope`); when the check passes it starts the run itself
+        (:meth:`start_microscope_run`), whose engine worker is then ``session.worker``."""
+        if self.source() == "microscope":
+            self._require_models()
+            self._require_idle()
+            return self._connect(then_start=True, start=start)
         gt = self.specimen_combo.layer()
         info = specimen_info(gt)
         if info is None:
             raise InputError("create the simulated object first (Simulated object widget)")
         s = self.session
-        if s.classifier_path is None:
-            raise InputError("no spectrum classifier: train or load one in the Training widget")
-        if s.erd_path is None:
-            raise InputError("no ERD model: train or load one in the Training widget")
+        self._require_models()
         names = s.classifier_phases()
         if names is not None and len(names) != info.n_phases:
             raise InputError(f"the classifier knows {len(names)} phases but the simulated object has "
                              f"{info.n_phases}: train a classifier for this object")
-        erd_L = (s.erd_report or {}).get("n_phases")
-        if isinstance(erd_L, int) and erd_L != info.n_phases:
-            warnings.warn(f"the ERD model was trained on {erd_L}-phase maps, the simulated object has "
-                          f"{info.n_phases} phases: sampling works, but an ERD model trained on maps like "
-                          f"this object's chooses better", UserWarning, stacklevel=2)
-        if s.busy:
-            raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
-                             "wait for it to finish or press Stop")
+        self._warn_erd_phases(info.n_phases, "the simulated object", "this object's")
+        self._require_idle()
         p = self.parameters()
-        if p.initial_fraction > p.target_fraction:
-            warnings.warn(f"the initial fraction ({100 * p.initial_fraction:g} %) is above the target "
-                          f"({100 * p.target_fraction:g} %): the run measures only the initial pattern, cut to "
-                          f"the target, and no position is chosen by SLADS", UserWarning, stacklevel=2)
+        self._warn_initial(p)
         H, W = info.shape
         settings = RunSettings(size=int(max(H, W)), downsample=int(info.factor), fraction=p.target_fraction,
                                seed=p.seed, initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
@@ -407,17 +590,51 @@ class SamplingWidget(QWidget):
                   "test_region": info.test_region, "train_regions": info.train_regions,
                   "layer_scale": list(gt.scale), "layer_translate": list(gt.translate),
                   "specimen": info.settings, "classifier": str(s.classifier_path), "erd_model": str(s.erd_path)}
+        run, write_folder = self._new_run(info.specimen, settings, source, info.n_phases)
+        return self._launch(gt, info, p, run, start, prepare=write_folder)
+
+    def _require_models(self) -> None:
+        s = self.session
+        if s.classifier_path is None:
+            raise InputError("no spectrum classifier: train or load one in the Training widget")
+        if s.erd_path is None:
+            raise InputError("no ERD model: train or load one in the Training widget")
+
+    def _require_idle(self) -> None:
+        s = self.session
+        if s.busy:
+            raise InputError(f"the engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}; "
+                             "wait for it to finish or press Stop")
+
+    def _warn_erd_phases(self, L: int, what: str, whose: str) -> None:
+        erd_L = (self.session.erd_report or {}).get("n_phases")
+        if isinstance(erd_L, int) and erd_L != L:
+            warnings.warn(f"the ERD model was trained on {erd_L}-phase maps, {what} has {L} phases: sampling "
+                          f"works, but an ERD model trained on maps like {whose} chooses better", UserWarning,
+                          stacklevel=3)
+
+    @staticmethod
+    def _warn_initial(p: RunParameters) -> None:
+        if p.initial_fraction > p.target_fraction:
+            warnings.warn(f"the initial fraction ({100 * p.initial_fraction:g} %) is above the target "
+                          f"({100 * p.target_fraction:g} %): the run measures only the initial pattern, cut to "
+                          f"the target, and no position is chosen by SLADS", UserWarning, stacklevel=3)
+
+    def _new_run(self, specimen, settings: RunSettings, source: dict, n_phases: int):
+        """The run folder of a new run and the function that writes it (specimen, or none
+        for a microscope; settings; copies of the session's models), run in the job's worker
+        thread before the engine starts sampling (a large specimen takes a moment to
+        compress).  Returns ``(_Run, write_folder)``."""
+        s = self.session
         folder = self._folder_for_new_run()
         ours = not self.folder_edit.text().strip()
         clf_dir, erd_path, clf_report, erd_report = s.classifier_path, s.erd_path, dict(s.classifier_report), \
             dict(s.erd_report)
 
         def write_folder():
-            # in the job's worker thread, before the engine starts sampling (the specimen file of
-            # a large grid takes a moment to compress)
             try:
-                write_run_folder(folder, info.specimen, settings, clf_report, erd_report, clf_dir=clf_dir,
-                                 erd_path=erd_path, source=source, n_phases=info.n_phases)
+                write_run_folder(folder, specimen, settings, clf_report, erd_report, clf_dir=clf_dir,
+                                 erd_path=erd_path, source=source, n_phases=n_phases)
             except Exception:
                 if ours:          # a new folder of ours: leave nothing half-written behind
                     shutil.rmtree(folder, ignore_errors=True)
@@ -425,7 +642,120 @@ class SamplingWidget(QWidget):
 
         run = _Run(folder, settings, source, {**clf_report, "path": str(folder / "models" / "classifier")},
                    {**erd_report, "path": str(folder / "models" / "erd_model.npz")})
-        return self._launch(gt, info, p, run, start, prepare=write_folder)
+        return run, write_folder
+
+    # ------------------------------------------------------------------ microscope
+    @user_action("Microscope")
+    def connect_microscope(self, start: bool = True):
+        """Read the microscope's ``/v1/info`` in a thread and check it against the classifier
+        (if one is loaded); the status line shows its grid, energy axis and dwell time, or
+        why it cannot be used.  Returns the worker (unstarted with start=False)."""
+        return self._connect(then_start=False, start=start)
+
+    def _connect(self, then_start: bool, start: bool = True):
+        from ..microscope import check_microscope_for_classifier, check_url, read_microscope_info
+
+        if self.connect_worker is not None:
+            raise InputError("still reading the microscope's /v1/info: wait a moment")
+        url = check_url(self.url_edit.text(), "microscope URL")
+        token = self.token_edit.text().strip() or None
+        dwell = self.mic_dwell_spin.value() or None
+        truth_path = self.truth_edit.text().strip() or None
+        s = self.session
+        clf = s.classifier_path          # its classifier.json: energy axis and phases
+
+        def work():        # in a thread: httpx and file reading only
+            info = read_microscope_info(url, token=token, timeout=CONNECT_TIMEOUT)
+            truth = None
+            if truth_path:
+                from ..server import load_served_specimen
+
+                try:
+                    truth = load_served_specimen(Path(truth_path).expanduser())
+                except InputError as exc:
+                    raise InputError(f"ground truth: {str(exc).replace('--specimen ', '')}") from None
+            return info, truth, check_microscope_for_classifier(info, clf, dwell_s=dwell, truth=truth)
+
+        def done(out):
+            self.connect_worker = None
+            info, truth, dwell_s = out
+            self.microscope_info = info
+            self._update_start()
+            if then_start:
+                self.start_microscope_run(url, token, info, dwell_s, truth, truth_path)
+                return
+            text = f"microscope at {url}: {info.describe(dwell_s)}."
+            if clf is None:
+                text += "  Load or train a classifier (step 3) to check its energy axis, then Start."
+            elif s.erd_path is None:
+                text += "  Its energy axis fits the classifier; load or train an ERD model (step 3), then Start."
+            else:
+                text += "  Its energy axis fits the classifier: Start runs SLADS on it."
+            self._status(text)
+
+        def failed(exc):
+            self.connect_worker = None
+            self.microscope_info = None
+            self._status(f"Microscope: {exc}", error=True)
+            self._update_start()
+
+        self._status(f"reading {url}/v1/info…")
+        self.connect_worker = run_in_thread(work, on_done=done, on_error=failed, title="Microscope", start=start)
+        self._update_start()
+        return self.connect_worker
+
+    @user_action("Sampling run")
+    def start_microscope_run(self, url: str, token, info, dwell_s: float, truth=None, truth_file=None):
+        """Start ``run_slads`` on the microscope at ``url`` whose ``/v1/info`` was read
+        (``info``, checked against the classifier; :meth:`connect_microscope`), as
+        ``slads-eds acquire`` runs it: the session's classifier and ERD model (copied into
+        the run folder), the journal in the run folder, no static baselines, the overlap of
+        the Overlap box.  ``truth`` (a specimen of the microscope's grid), when given, makes
+        the run report TD.  Returns the engine worker (started)."""
+        from ..microscope import HttpMicroscope
+
+        s = self.session
+        self._require_models()
+        self._require_idle()
+        names = s.classifier_phases()
+        if not names:
+            raise InputError("the classifier's description names no phases: load the classifier again")
+        L = len(names)
+        mic = HttpMicroscope(url, n_phases=L, token=token, dwell_s=dwell_s, info=info,
+                             phase_map=None if truth is None else truth.phase_map,
+                             labels=None if truth is None else truth.labels)
+        self._warn_erd_phases(L, "the classifier", "the specimen's")
+        p = self.parameters()
+        self._warn_initial(p)
+        H, W = mic.shape
+        settings = RunSettings(size=int(max(H, W, 8)), downsample=1, fraction=p.target_fraction, seed=p.seed,
+                               initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
+                               batch=p.batch, batch_mode=p.batch_mode, overlap=self.overlap_check.isChecked(),
+                               erd="mlp" if s.erd_report.get("regressor") == "mlp" else "linear").check()
+        source = {"gui": True, "microscope": {"url": mic.url, "dwell_s": mic.dwell_s, "info": info.to_dict()},
+                  "grid": [H, W], "ground_truth_file": truth_file, "classifier": str(s.classifier_path),
+                  "erd_model": str(s.erd_path)}
+        run, write_folder = self._new_run(None, settings, source, L)
+        gt = self._show_microscope_truth(truth) if truth is not None else None
+        return self._launch(gt, MicroscopeRun(mic, truth_file), p, run, True, prepare=write_folder,
+                            journal_settings={"microscope": mic.url, "dwell_s": mic.dwell_s})
+
+    def _show_microscope_truth(self, truth):
+        """The Labels layer :data:`MICROSCOPE_TRUTH_LAYER` showing a microscope run's ground
+        truth (label 0 at ill-spectrum pixels); not a simulated object of step 2."""
+        layer = next((l for l in self.viewer.layers if l.name == MICROSCOPE_TRUTH_LAYER), None)
+        if layer is None:
+            layer = self.viewer.add_labels(truth.labels.copy(), name=MICROSCOPE_TRUTH_LAYER)
+        else:
+            layer.data = truth.labels.copy()
+            layer.scale, layer.translate = (1.0, 1.0), (0.0, 0.0)
+        return layer
+
+    def _choose_truth(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Ground truth: the specimen the microscope serves",
+                                              str(runs_base()), "Specimen (*.npz)")
+        if path:
+            self.truth_edit.setText(path)
 
     @user_action("Resume from journal")
     def resume_run(self, folder=None, start: bool = True):
@@ -441,6 +771,10 @@ class SamplingWidget(QWidget):
                                                       str(runs_base()))
             if not folder:
                 return None
+        mic = _microscope_of_folder(folder)
+        if mic is not None:
+            raise InputError(f"{folder} is a run on the microscope at {mic.get('url')}: continue it with "
+                             f"{_acquire_command(folder, mic)}")
         rf = read_run_folder(folder)
         names = rf.classifier_report.get("phase_names")
         if names is not None and len(names) != rf.specimen.n_phases:
@@ -462,14 +796,21 @@ class SamplingWidget(QWidget):
         run = _Run(rf.path, st, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
         return self._launch(gt, info, self.parameters(), run, start)
 
-    def _launch(self, gt, info, p: RunParameters, run: _Run, start: bool, prepare=None):
-        """Prepare the layers and the plot and start ``run_slads`` for ``run`` (new or resumed)."""
+    def _launch(self, gt, info, p: RunParameters, run: _Run, start: bool, prepare=None,
+                journal_settings: dict | None = None):
+        """Prepare the layers and the plot and start ``run_slads`` for ``run`` (new or resumed).
+
+        ``info`` is the simulated object's :class:`SpecimenInfo` or a :class:`MicroscopeRun`;
+        ``gt`` the run's ground-truth layer (None: a microscope run without one).
+        ``journal_settings`` are added to the journal's settings."""
         s = self.session
         H, W = info.shape
         self._target = max(1, int(round(run.settings.fraction * H * W)))
         self._info, self._params = info, p
+        self._run_truth = gt
+        microscope = isinstance(info, MicroscopeRun)
         run.gui = {"frame_interval": p.frame_interval, "baselines": list(p.baselines),
-                   "dwell_time_s": self.dwell_spin.value()}
+                   "dwell_time_s": info.specimen.dwell_s if microscope else self.dwell_spin.value()}
         self.run = run
         self._end_replay()
         self._replay_source = None
@@ -485,12 +826,19 @@ class SamplingWidget(QWidget):
         self._rate_mark = None
         td = s.plot("td")          # first: a new Plots dock changes the canvas size
         td.clear(target_fraction=run.settings.fraction)     # the earlier runs stay, greyed
+        if microscope and not info.has_truth:
+            td.ax.text(0.5, 0.5, "TD n/a: this microscope run has no ground truth\n(give the served specimen "
+                       "as Ground truth to see it)", transform=td.ax.transAxes, ha="center", va="center",
+                       fontsize=8, color=td.colours["fg"])
+            td.redraw(now=True)
         s.show_plot("td")
         if self.focus_check.isChecked():
             shown = self.show_run(gt)
             # once more when a new dock has taken its place
             QTimer.singleShot(400, lambda: self._refit(shown))
         verb = "resuming" if run.resumed else "starting"
+        if microscope:
+            verb += f" on the microscope at {info.specimen.url}"
         e = s.engine
         cold = e is None or not e.is_alive()
         self.busy_indicator.start(f"{verb}: writing the run folder and starting the engine (a separate process "
@@ -499,6 +847,8 @@ class SamplingWidget(QWidget):
         kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
         kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
                       baselines=tuple(p.baselines))
+        if journal_settings:
+            kwargs["journal_settings"] = {**kwargs.get("journal_settings", {}), **journal_settings}
         self._t_start = time.perf_counter()
         return s.run_job("run_slads", kwargs, on_message=self._on_message, on_done=self._on_done, start=start,
                          prepare=prepare)
@@ -580,13 +930,20 @@ class SamplingWidget(QWidget):
         """Stop the run: it returns what it measured (or the engine is ended within 1 s)."""
         if self.session.busy and self.session.job_name == "run_slads":
             self._status("stopping…")
-            self.session.stop()
+            grace = 1.0
+            if isinstance(self._info, MicroscopeRun) and self._params is not None:
+                # the batch under the beam is finished and journaled before the run returns
+                grace += 2.0 * self._params.batch * float(self._info.specimen.dwell_s)
+            self.session.stop(hard_after=grace)
         self.pause_button.setText("Pause")
 
     # ------------------------------------------------------------------ live layers
     def _prepare_layers(self, gt, info) -> None:
+        """The live layers (made, or reset to zeros) on the run's grid ``info.shape``, placed
+        over the ground-truth layer ``gt`` (None: at the origin, one pixel per grid point)."""
         H, W = info.shape
-        kw = {"scale": tuple(gt.scale), "translate": tuple(gt.translate)}
+        kw = ({"scale": tuple(gt.scale), "translate": tuple(gt.translate)} if gt is not None
+              else {"scale": (1.0, 1.0), "translate": (0.0, 0.0)})
         self.mask = np.zeros((H, W), dtype=np.uint8)
         fresh = {"mask": self.mask, "reconstruction": np.zeros((H, W), dtype=np.int16),
                  "erd": np.zeros((H, W), dtype=np.float32)}
@@ -621,7 +978,8 @@ class SamplingWidget(QWidget):
         view (ground truth, ERD / reconstruction, mask), zoomed to fill the canvas.
         Returns the visible layers."""
         v = self.viewer
-        gt = gt if gt is not None else self.specimen_combo.layer()
+        if gt is None:
+            gt = self._run_truth if isinstance(self._info, MicroscopeRun) else self.specimen_combo.layer()
         live = [self.layers[k] for k in ("erd", "reconstruction", "mask", "static Halton", "static random")
                 if k in self.layers]
         shown = ([gt] if gt is not None else []) + live
@@ -681,10 +1039,14 @@ class SamplingWidget(QWidget):
         rep = RunReplay(r["grid"], r["positions"], r["labels"], int(r["phases"]), model, seed=seed)
         self._end_replay()
         self.replay_data = rep
-        gt = next((l for l in self.viewer.layers if specimen_info(l) is self._info), None)
+        if isinstance(self._info, MicroscopeRun):
+            gt = self._run_truth if self._run_truth is not None and self._run_truth in self.viewer.layers else None
+        else:
+            gt = next((l for l in self.viewer.layers if specimen_info(l) is self._info), None)
         present = [l for l in self.viewer.layers]
         if any(not any(self.layers.get(k) is l for l in present) for k in LIVE_LAYERS):
-            if gt is None:      # the live layers were deleted: they can be made again over the ground truth
+            if gt is None and not isinstance(self._info, MicroscopeRun):
+                # the live layers were deleted: they can be made again over the ground truth
                 raise InputError("the run's ground truth is no longer in the viewer: use 'Replay folder…' "
                                  "with its run folder")
             self._prepare_layers(gt, self._info)
@@ -756,6 +1118,9 @@ class SamplingWidget(QWidget):
                                                       str(runs_base()))
             if not folder:
                 return None
+        if _microscope_of_folder(folder) is not None:
+            raise InputError(f"{folder} is a run on a microscope, which 'Replay folder…' cannot replay yet: "
+                             "'Replay the sampling order' replays it right after the run")
         rf = read_run_folder(folder)
         j = read_journal(rf.path / JOURNAL_NAME)
         if not len(j["label"]):
@@ -808,6 +1173,9 @@ class SamplingWidget(QWidget):
             self._apply_frame(msg)
         elif t == "baseline":      # computed beside the run: arrives after the first frames
             self.session.plot("td").set_baseline(msg["name"], msg["curve"])
+        elif t == "log" and isinstance(self._info, MicroscopeRun):
+            # the microscope's outages: "not answering …; the run is paused", "is back after …"
+            self._status(str(msg.get("text", "")), error="not answering" in str(msg.get("text", "")))
 
     def _apply_frame(self, msg: dict) -> None:
         """Take one frame: the measured positions always go into the mask array; the layers,
@@ -850,7 +1218,7 @@ class SamplingWidget(QWidget):
         td = msg.get("td")
         self._status(
             f"measured {self.n_measured} of {self._target} ({100 * msg['fraction']:.2f} %)"
-            + (f" · TD {td:.4f}" if td is not None else "")
+            + (f" · TD {td:.4f}" if td is not None else " · TD n/a")
             + f" · {rate:.0f} measurements/s"
             + (f" · about {left:.0f} s left" if left is not None and not msg.get("final") else ""))
 
@@ -890,7 +1258,8 @@ class SamplingWidget(QWidget):
             self.n_measured = int(r["n_measured"])
             set_progress(self.progress, min(self.n_measured, self.progress.maximum()))
             td = self.session.plot("td")
-            td.set_curve(r["td_curve"])
+            if r.get("td") is not None:        # (a microscope run without ground truth has no TD)
+                td.set_curve(r["td_curve"])
             for name in ("random", "halton"):
                 if f"td_curve_{name}" in r:
                     td.set_baseline(name, r[f"td_curve_{name}"])
@@ -899,7 +1268,11 @@ class SamplingWidget(QWidget):
             if r.get("n_replayed"):
                 summary = f"resumed ({r['n_replayed']} measurements replayed from the journal); " + summary
             if r.get("stop_reason") == "stopped by the user":
-                summary += "  'Resume from journal…' continues it to the target."
+                if isinstance(self._info, MicroscopeRun):
+                    mic = (self.run.source or {}).get("microscope") or {}
+                    summary += f"  {_acquire_command(self.run.folder, mic)} continues it to the target."
+                else:
+                    summary += "  'Resume from journal…' continues it to the target."
             self._status(summary + "  Writing the results into the run folder…")
             self._write_results(self.result, summary)
             self._on_busy(self.session.busy)
@@ -914,6 +1287,11 @@ class SamplingWidget(QWidget):
         journal, or the engine refused the input, e.g. a corrupt journal)."""
         if self.run is None or not (self.run.folder / JOURNAL_NAME).is_file():
             return ""
+        if isinstance(self._info, MicroscopeRun):
+            # (also after the microscope's errors, e.g. an outage longer than its timeout)
+            mic = (self.run.source or {}).get("microscope") or {}
+            return (f"  Every measured spectrum is in the journal: {_acquire_command(self.run.folder, mic)} "
+                    "continues the run.")
         if getattr(outcome.error, "kind", None) == "input" or isinstance(outcome.error, InputError):
             return ""
         return "  Every measured spectrum is in the journal: 'Resume from journal…' continues the run."
@@ -958,22 +1336,31 @@ class SamplingWidget(QWidget):
         out["source"] = run.source
         out["run_folder"] = str(run.folder)
         out["resumed"] = run.resumed
-        out["ground_truth"] = info.specimen.phase_map
-        out["specimen_labels"] = info.specimen.labels
+        # a microscope run has a ground truth only when a specimen file was given
+        out["ground_truth"] = getattr(info.specimen, "phase_map", None)
+        out["specimen_labels"] = getattr(info.specimen, "labels", None)
+        if out.get("td") is None:
+            out["td"] = float("nan")          # unknown without a ground truth (as slads-eds acquire)
+        if isinstance(info, MicroscopeRun):
+            mic = info.specimen
+            out["microscope"] = {"url": mic.url, "dwell_s": mic.dwell_s, "info": mic.info.to_dict(),
+                                 "ground_truth_file": info.truth_file}
         out["wall_seconds"] = self.last_run_wall
         return out
 
     def _summary(self, r: dict) -> str:
         H, W = r["grid"]
-        dwell = self.dwell_spin.value()
-        hours = r["n_measured"] * dwell / 3600.0
-        full = H * W * dwell / 3600.0
+        dwell = float((self.run.gui if self.run is not None else {}).get("dwell_time_s", self.dwell_spin.value()))
+        used, full = r["n_measured"] * dwell, H * W * dwell
         static = [f"{name} {r[key]:.4f}" for name, key in (("static random", "td_random"), ("Halton", "td_halton"))
                   if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
-        beam = (f"{hours:.2f} h instead of {full:.2f} h for the full map" if r["n_measured"] < H * W
-                else f"{hours:.2f} h, as for the full map")
+        beam = (f"{_duration(used)} instead of {_duration(full)} for the full map" if r["n_measured"] < H * W
+                else f"{_duration(used)}, as for the full map")
+        td = r.get("td")
+        td_text = (f"TD {td:.4f}" if isinstance(td, (int, float)) and np.isfinite(td)
+                   else "TD n/a (no ground truth)")
         return (f"{r.get('stop_reason', 'done')}: {r['n_measured']} measured "
-                f"({100 * r['sampling_fraction']:.2f} %), TD {r['td']:.4f}"
+                f"({100 * r['sampling_fraction']:.2f} %), {td_text}"
                 + (f" ({', '.join(static)})" if static else "") + "; "
                 f"{r.get('measurements_per_second', 0):.0f} measurements/s, {r.get('seconds', 0):.1f} s.  "
                 f"Beam time at {dwell:g} s per spectrum: {beam}.")
@@ -1000,7 +1387,9 @@ class SamplingWidget(QWidget):
         if s.busy:
             return (f"The engine is busy with {JOB_TITLES.get(s.job_name, s.job_name)}: wait for it to finish "
                     "or press Stop")
-        if specimen_info(self.specimen_combo.layer()) is None:
+        if self.connect_worker is not None:
+            return "Reading the microscope's /v1/info…"
+        if self.source() == "simulated" and specimen_info(self.specimen_combo.layer()) is None:
             return "No simulated object yet: create one in step 2 (Simulated object)"
         missing = [what for what, path in (("spectrum classifier", s.classifier_path), ("ERD model", s.erd_path))
                    if path is None]
@@ -1013,8 +1402,11 @@ class SamplingWidget(QWidget):
         try:
             reason = self.start_blocked_reason()
             self.start_button.setEnabled(reason is None)
-            self.start_button.setToolTip(reason or "Start the run: SLADS measures the simulated object up to the "
-                                                   "target fraction, journaled into the run folder")
+            what = ("the simulated object" if self.source() == "simulated"
+                    else f"on the microscope at {self.url_edit.text().strip()} (its /v1/info is read first)")
+            self.start_button.setToolTip(reason or f"Start the run: SLADS measures {what} up to the target "
+                                                   "fraction, journaled into the run folder")
+            self.connect_button.setEnabled(self.connect_worker is None)
         except RuntimeError:  # widget deleted
             pass
 

@@ -195,6 +195,7 @@ class WorkflowWidget(QWidget):
         if names is not None and list(names) != list(sp.info.phase_names):
             raise InputError(f"the shipped demo classifier knows the phases {names}, the simulated object has "
                              f"{list(sp.info.phase_names)}: run tools/train_demo_models.py")
+        self.sampling.set_source("simulated")          # (the Run tab may be on its Microscope source)
         self.sampling.specimen_combo.set_layer(gt)
         self.sampling.set_parameters(**DEMO_RUN)
         self.show_step(3)
