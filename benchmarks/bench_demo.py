@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                 time.sleep(0.02)
             if args.shots:
                 viewer.window.screenshot(str(Path(args.shots) / "demo_replay.png"), canvas_only=False)
-            out["movie"] = str(rw.export_movie(args.movie, frames=40, fps=8, scale_factor=0.5))
+            out["movie"] = str(rw.export_movie(args.movie, frames=24, fps=6, scale_factor=0.4))
     print(json.dumps(out, indent=1, default=str))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
