@@ -12,22 +12,11 @@ import sys
 
 import numpy as np
 import pytest
+from _gui_helpers import _n_notes, _notes
 
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-slads-eds"
-
-
-def _notes(since=0):
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[since:]]
-
-
-def _n_notes():
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
 
 
 def _no_tensorflow():

@@ -7,37 +7,15 @@ its own connection to the server; TensorFlow never enters this process.
 """
 
 import json
-import sys
 
 import numpy as np
 import pytest
+from _gui_helpers import _dock, _n_notes, _no_tensorflow, _notes
 
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-slads-eds"
 TOKEN = "t0ken-for-gui-tests"
-
-
-def _notes(since=0):
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[since:]]
-
-
-def _n_notes():
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
-
-
-def _dock(viewer, name):
-    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    return w
-
-
-def _no_tensorflow():
-    assert "tensorflow" not in sys.modules
-    assert "keras" not in sys.modules
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
+from _gui_helpers import _dock, _n_notes, _no_tensorflow, _notes
 
 pytestmark = pytest.mark.gui
 
@@ -22,28 +23,6 @@ WIDGETS = ("Micrograph & phases", "Simulated object", "Training", "Sampling run"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _notes(since=0):
-    from napari.utils.notifications import notification_manager
-
-    return [str(n.message) for n in notification_manager.records[since:]]
-
-
-def _n_notes():
-    from napari.utils.notifications import notification_manager
-
-    return len(notification_manager.records)
-
-
-def _dock(viewer, name):
-    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    return w
-
-
-def _no_tensorflow():
-    assert "tensorflow" not in sys.modules
-    assert "keras" not in sys.modules
-
 
 def _pid_gone(pid):
     try:
