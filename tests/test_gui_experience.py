@@ -340,7 +340,8 @@ def test_run_demo_from_the_sample_menu_reaches_live_frames(window, qtbot, tmp_pa
     qtbot.waitUntil(lambda: not s.busy, timeout=30000)
     # the demo's status line follows the run to its end
     qtbot.waitUntil(lambda: "Demo running" not in wf.demo_status.text(), timeout=5000)
-    assert wf.demo_status.text().startswith(("Demo finished: TD", "Demo stopped"))
+    assert wf.demo_status.text().startswith("Demo stopped by you: TD 0."), wf.demo_status.text()
+    assert "static random" in wf.demo_status.text()
     _no_tensorflow()
 
 
@@ -368,3 +369,12 @@ def test_no_engine_is_started_when_prestart_is_off(make_napari_viewer, qtbot, mo
     _, wf = viewer.window.add_plugin_dock_widget(PLUGIN)
     qtbot.wait(800)                                  # past the prestart delay
     assert wf.session.engine is None
+
+
+@pytest.mark.parametrize("value, on", [("0", False), (" off ", False), ("False", False), ("no", False),
+                                       ("1", True), ("", True), ("yes", True)])
+def test_prestart_switch_reads_the_usual_words(monkeypatch, value, on):
+    from napari_slads_eds._widgets.workflow import engine_prestart_enabled
+
+    monkeypatch.setenv("SLADS_EDS_ENGINE_PRESTART", value)
+    assert engine_prestart_enabled() is on

@@ -544,3 +544,15 @@ def test_cli_acquire_against_serve_equals_the_run_it_took_its_models_from(sample
     assert got["td"] == ref["td"] and got["n_measured"] == ref["n_measured"]
     run = np.load(tmp_path / "acq" / "run.npz")
     assert np.array_equal(run["positions"], ref["positions"]) and np.array_equal(run["mask"], ref["mask"])
+
+
+def test_connection_check_refuses_a_bad_port_or_token_before_any_request():
+    from napari_slads_eds._validation import InputError
+    from napari_slads_eds.microscope import read_microscope_info
+
+    for url in ("http://127.0.0.1:abc", "http://[::1"):
+        with pytest.raises(InputError, match="not a valid URL"):
+            read_microscope_info(url, timeout=1)
+    for token in ("tök", "two words", "a\nb"):
+        with pytest.raises(InputError, match="printable ASCII"):
+            read_microscope_info("http://127.0.0.1:9", token=token, timeout=1)

@@ -70,6 +70,34 @@ def test_stop_returns_what_was_measured(setup):
     assert res["mask"].sum() == res["n_measured"]
 
 
+def test_a_stop_cuts_the_static_scans_at_the_fraction_reached(setup):
+    """The static scans run beside the loop; a stop does not wait for them to reach the
+    target: each is scored at the fraction SLADS reached, and its curve ends there."""
+    eng, spec, clf, erd = setup
+    job = eng.submit("run_slads", specimen=spec, classifier=clf, erd_model=erd, target_fraction=0.9,
+                     frame_interval=0.0)
+    for m in job.messages():
+        if m["type"] == "frame" and m["n_measured"] > 120:
+            eng.request_stop()
+    res = job.result
+    assert res["stop_reason"] == "stopped by the user" and res["sampling_fraction"] < 0.5
+    for name in ("random", "halton"):
+        curve = np.asarray(res[f"td_curve_{name}"])
+        assert curve[-1, 0] == pytest.approx(res["sampling_fraction"], abs=0.5 / 2304)
+        assert np.all(curve[:, 0] <= res["sampling_fraction"] + 0.5 / 2304)
+        assert res[f"td_{name}"] == curve[-1, 1] and 0 <= res[f"td_{name}"] <= 1
+
+
+def test_bad_baseline_arguments_are_refused_before_sampling(setup):
+    eng, spec, clf, erd = setup
+    for kw, match in (({"baselines": "random"}, "sequence of names"), ({"baselines": ("sobol",)}, "unknown baseline"),
+                      ({"n_baseline_points": 0}, "n_baseline_points")):
+        with pytest.raises(EngineError, match=match):
+            _run(setup, target_fraction=0.05, **kw)
+    res, _, baselines = _run(setup, target_fraction=0.05, baselines=None)     # None: no static scans
+    assert baselines == [] and "td_random" not in res
+
+
 def test_run_with_mismatched_classifier_is_a_clear_error(setup, tmp_path):
     from napari_slads_eds.spectra import EnergyAxis, ReferenceSpectra
 

@@ -112,6 +112,16 @@ def test_save_load_and_bad_files(tmp_path):
     clf = _two_phase_model(report={"misclassification": 0.1})
     d = clf.save(tmp_path / "clf")
     assert classifier_kind(d) == "poisson"
+    # a kind it does not know is named, not taken for the CNN kind
+    import json as _json
+    import shutil as _shutil
+
+    odd = tmp_path / "odd"
+    _shutil.copytree(d, odd)
+    meta = _json.loads((odd / "classifier.json").read_text())
+    (odd / "classifier.json").write_text(_json.dumps({**meta, "kind": "Poisson"}))
+    with pytest.raises(InputError, match="unknown classifier kind 'Poisson'"):
+        classifier_kind(odd)
     back = load_classifier(d)
     x = np.random.default_rng(0).poisson(5, size=(7, 8)).astype(float)
     assert np.array_equal(back.predict_proba(x), clf.predict_proba(x))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import InputError
+from ._validation import InputError, check_int
 
 __all__ = ["JOBS", "resolve", "train_classifier", "train_erd_job", "run_slads", "classify"]
 
@@ -184,11 +184,21 @@ def _check_journal_is_this_run(path, journal: dict, specimen, cfg, k: int, L: in
                              f"at the same positions; resume needs this run's own journal")
 
 
-def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int, cfg=None):
+class _ScansCancelled(Exception):
+    """The static scans were cancelled (the SLADS run stopped early)."""
+
+
+def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int, cfg=None,
+                     cancelled=None):
     """TD of a static scan measuring ``order`` prefixes, classified and reconstructed
     (with ``cfg.uncertainty == "soft"``: spatial decisions that see all other
-    measurements of the prefix, and probability votes, as the SLADS run)."""
+    measurements of the prefix, and probability votes, as the SLADS run).
+    ``cancelled()``, if given, is asked between chunks; True raises :class:`_ScansCancelled`."""
     from .reconstruction import reconstruct
+
+    def check():
+        if cancelled is not None and cancelled():
+            raise _ScansCancelled()
 
     H, W = specimen.shape
     n_max = int(round(max(fractions) * H * W))
@@ -198,6 +208,7 @@ def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int,
     labels = np.empty(len(pos), dtype=np.int16)
     prob = np.empty((len(pos), n_phases + 1)) if soft else None
     for a in range(0, len(pos), 4096):
+        check()
         sp = specimen.measure(pos[a:a + 4096])
         if soft:
             prob[a:a + 4096] = post(sp)
@@ -206,6 +217,7 @@ def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int,
     truth = specimen.phase_map
     curve = []
     for f in fractions:
+        check()
         n = int(round(f * H * W))
         if soft:
             from .uncertainty import decide_static, reconstruct_soft
@@ -251,13 +263,17 @@ class _BaselineThread:
             for name, order in self._orders.items():
                 if self._cancel.is_set():
                     return
-                self.curves[name] = _static_baseline(specimen, clf, order, fractions, n_phases, k, cfg)
+                self.curves[name] = _static_baseline(specimen, clf, order, fractions, n_phases, k, cfg,
+                                                     cancelled=self._cancel.is_set)
                 self._ctx.emit("baseline", name=name, curve=self.curves[name])
+        except _ScansCancelled:
+            return
         except BaseException as exc:       # re-raised in the job's thread by finish()
             self._error = exc
 
     def finish(self, cancel: bool = False) -> None:
-        """Wait for the scans (``cancel``: stop after the current one, raise nothing)."""
+        """Wait for the scans (``cancel``: stop them within a chunk of spectra, raise nothing;
+        :attr:`curves` then holds the scans that were complete)."""
         if self._thread is None:
             return
         if cancel:
@@ -356,6 +372,11 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     if replay is not None and len(replay["position"]):
         _check_journal_is_this_run(journal_path, replay, specimen, cfg, k, L)
 
+    if baselines is None:
+        baselines = ()
+    if isinstance(baselines, str) or not all(isinstance(b, str) for b in baselines):
+        raise InputError(f"baselines: expected a sequence of names ('random', 'halton'), got {baselines!r}")
+    n_baseline_points = check_int(n_baseline_points, "n_baseline_points (points of a static scan's curve)", 2)
     # static scans at the same budget, through the same classifier and reconstruction, in a
     # thread beside the run, started by its first frame: the first live frame does not wait
     # for them (1-2 s at 128x128).
@@ -384,10 +405,16 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     try:
         core = acquire(baseline_thread.context(ctx), sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay,
                        posterior=posterior_of(clf) if cfg.uncertainty == "soft" else None)
+    except BaseException:
+        baseline_thread.finish(cancel=True)
+        raise
     finally:
         if journal is not None:
             journal.close()
-        baseline_thread.finish(cancel=sys.exc_info()[0] is not None)
+    # a run that ended before its target (stop, stopping rule) does not wait for the static
+    # scans to its target: they are cut, and each is scored at the fraction reached below
+    early = sampler.n_measured < target
+    baseline_thread.finish(cancel=early)
     baseline_curves = baseline_thread.curves
     positions, labels = core["positions"], core["labels"]
     recon, td = sampler.reconstruction, sampler.td
@@ -431,12 +458,12 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         **refined,
         "measurements_per_second": (sampler.n_measured - core["n_replayed"]) / max(core["seconds"], 1e-9),
     }
-    for name, curve_b in baseline_curves.items():
-        td_b = curve_b[-1][1]
-        if abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
+    for name, order in baseline_orders.items():
+        curve_b = [p for p in baseline_curves.get(name, []) if p[0] <= sampler.fraction + 0.5 / P]
+        if not curve_b or abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
             # stopped before the target: a static scan with the same number of spectra
-            td_b = _static_baseline(specimen, clf, baseline_orders[name], [sampler.fraction], L, k, cfg)[-1][1]
-        result[f"td_{name}"] = td_b
+            curve_b.append(_static_baseline(specimen, clf, order, [sampler.fraction], L, k, cfg)[-1])
+        result[f"td_{name}"] = curve_b[-1][1]
         result[f"td_curve_{name}"] = curve_b
     result["seconds"] = time.perf_counter() - t0
     return result

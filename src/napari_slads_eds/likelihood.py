@@ -409,9 +409,14 @@ def classifier_kind(directory) -> str:
     Raises
     ------
     InputError
-        Missing folder or unreadable ``classifier.json``.
+        Missing folder, unreadable ``classifier.json``, or a ``kind`` other than "poisson"
+        or "cnn" (a folder written without ``kind`` is the CNN kind).
     """
-    return "poisson" if _read_meta(Path(directory)).get("kind") == KIND else "cnn"
+    d = Path(directory)
+    kind = _read_meta(d).get("kind", "cnn")
+    if kind not in (KIND, "cnn"):
+        raise InputError(f"{d / _META_FILE}: unknown classifier kind {kind!r} (expected 'cnn' or '{KIND}')")
+    return kind
 
 
 #: The files of a saved classifier folder, per kind.

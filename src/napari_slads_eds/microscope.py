@@ -392,6 +392,10 @@ def read_microscope_info(url: str, *, token: str | None = None, timeout: float =
         raise InputError("a microscope needs httpx: pip install 'napari-slads-eds[microscope]'") from exc
     headers = {"Accept": "application/json"}
     if token:
+        token = str(token)
+        if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+            raise InputError("microscope token: expected printable ASCII characters without spaces "
+                             "(as in the server's --token-file)")
         headers["Authorization"] = f"Bearer {token}"
     try:
         with httpx.Client(base_url=base + API_PREFIX, headers=headers, transport=transport,
@@ -404,8 +408,8 @@ def read_microscope_info(url: str, *, token: str | None = None, timeout: float =
         reason = str(exc).split("\n")[0] or type(exc).__name__
         raise MicroscopeUnavailable(f"no microscope answers at {base} ({reason}): is the server running "
                                     f"(e.g. slads-eds serve) and the URL right?") from None
-    except httpx.HTTPError as exc:          # e.g. an invalid URL
-        raise InputError(f"microscope URL {base}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:          # e.g. an invalid port
+        raise InputError(f"microscope URL {base}: not a valid URL ({exc})") from None
     if r.status_code in (401, 403):
         if token:
             raise MicroscopeRefused(f"the microscope at {base} refused the token (HTTP {r.status_code}: "

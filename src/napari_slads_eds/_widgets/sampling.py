@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLineEdit,
                             QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
@@ -271,6 +271,10 @@ class SamplingWidget(QWidget):
     #: which the engine process would otherwise have.  Displays are spaced so that the GUI
     #: stays within this budget (never closer than the update interval).
     display_budget = 0.15
+
+    #: Emitted when a run has ended and its outcome is shown (after :attr:`result` is set):
+    #: the outcome's status, "done", "cancelled" or "error".
+    run_finished = Signal(str)
 
     #: The settings scroll in their own area and the run controls stay in view: the
     #: workflow dock puts this widget in its tab as it is (no scroll area around it).
@@ -1281,6 +1285,7 @@ class SamplingWidget(QWidget):
         elif outcome.status == "error":
             self._status(f"the run failed: {str(outcome.error).rstrip('.')}." + self._resume_hint(outcome),
                          error=True)
+        self.run_finished.emit(str(outcome.status))
 
     def _resume_hint(self, outcome) -> str:
         """After a run ended without a result: how to continue it (unless its folder has no

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkflowWidget", "PRESTART_ENV", "engine_prestart_enabled"]
 
-#: Environment variable: "0" keeps the engine from starting when the workflow dock opens
-#: (the test suite sets it: it opens many docks); anything else, or unset, starts it.
+#: Environment variable: "0", "false", "no" or "off" keeps the engine from starting when the
+#: workflow dock opens (the test suite sets it: it opens many docks); unset, empty or anything
+#: else starts it.
 PRESTART_ENV = "SLADS_EDS_ENGINE_PRESTART"
 #: Milliseconds after the dock opens before the engine is started (the window draws first).
 PRESTART_DELAY_MS = 500
@@ -37,7 +38,7 @@ PRESTART_DELAY_MS = 500
 
 def engine_prestart_enabled() -> bool:
     """Whether the workflow dock starts the engine process when it opens."""
-    return os.environ.get(PRESTART_ENV, "1").strip() != "0"
+    return os.environ.get(PRESTART_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 STEPS = (("1 Phases", MicrographWidget), ("2 Object", SpecimenWidget),
          ("3 Training", TrainingWidget), ("4 Run", SamplingWidget), ("Real map", RealMapWidget))
@@ -94,24 +95,27 @@ class WorkflowWidget(QWidget):
         lay.addWidget(self.demo_status)
         lay.addWidget(self.tabs)
         self._demo_running = False
-        self.session.busy_changed.connect(self._on_busy)
+        self.sampling.run_finished.connect(self._on_run_finished)
         if engine_prestart_enabled():
             QTimer.singleShot(PRESTART_DELAY_MS, self.prestart)
 
-    def _on_busy(self, busy: bool) -> None:
-        if busy or not self._demo_running:
+    def _on_run_finished(self, status: str) -> None:
+        """The demo's status line once its run has ended (the Run tab's result is set)."""
+        if not self._demo_running:
             return
         self._demo_running = False
-        r = self.sampling.result or {}
-        if r.get("td") is None:
-            self.show_status("Demo stopped. 'Run demo' starts it again; the Run tab says where it stopped.")
+        r = self.sampling.result
+        if status != "done" or not r:
+            self.show_status("The demo run ended without a result (see the Run tab). 'Run demo' starts it again.")
             return
-        base = ", ".join(f"static {n} {r[f'td_{k}']:.4f}" for k, n in (("random", "random"), ("halton", "Halton"))
+        head = "Demo stopped by you" if r.get("stop_reason") == "stopped by the user" else "Demo finished"
+        td = r.get("td")
+        base = ", ".join(f"{n} {r[f'td_{k}']:.4f}" for k, n in (("random", "static random"), ("halton", "Halton"))
                          if isinstance(r.get(f"td_{k}"), float))
         self.show_status(
-            f"Demo finished: TD {r['td']:.4f} at {100 * r.get('sampling_fraction', 0):.1f} % sampled"
-            f"{f' ({base})' if base else ''}. 'Replay the sampling order' steps through it; retrain the "
-            "models in tab 3 or change the settings in tab 4 to try your own.")
+            f"{head}: TD {td:.4f} (fraction of wrong pixels) at {100 * r.get('sampling_fraction', 0):.1f} % "
+            f"sampled{f'; the static scans of the same dose: {base}' if base else ''}. 'Replay the sampling "
+            "order' steps through it; retrain the models in tab 3 or change the settings in tab 4 to try your own.")
 
     def prestart(self) -> None:
         """Start the engine process in the background (it imports TensorFlow there, 4-5 s of
