@@ -19,6 +19,7 @@ class _Progress:
         self.quiet = quiet
         self.bar = None
         self.key = None
+        self.best_c = None          # (c, area) of the c search so far
 
     def _bar(self, key, total, desc=None):
         from tqdm import tqdm
@@ -46,6 +47,12 @@ class _Progress:
                 bar = self._bar(stage, msg.get("total") or None)
             bar.n = msg.get("done", 0)
             post = {k: msg[k] for k in ("loss", "c", "area") if k in msg}
+            if stage == "c-search" and isinstance(msg.get("area"), (int, float)) and "c" in msg:
+                # the bar shows the c just tried; say which is best so far (the one kept)
+                best = self.best_c if self.best_c is not None and self.best_c[1] <= msg["area"] else \
+                    (msg["c"], msg["area"])
+                self.best_c = best
+                post["best c"] = best[0]
             if post:
                 bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in post.items()},
                                 refresh=False)

@@ -18,7 +18,9 @@ __all__ = ["PlotCanvas", "TDCurvePlot", "SpectrumPlot", "HistogramPlot", "PlotsD
 #: Earlier runs kept (greyed) on the TD plot for comparison.
 EARLIER_RUNS = 4
 
-_BASELINE_STYLE = {"random": ("--", "static random"), "halton": (":", "static Halton")}
+# (line style, label, colour): the static scans in blue and violet, SLADS in orange, so that
+# the three stay apart on a projector (and in grey-scale, by their line styles)
+_BASELINE_STYLE = {"random": ("--", "static random", "#4cc9f0"), "halton": (":", "static Halton", "#c77dff")}
 
 
 def _theme_colours() -> dict:
@@ -138,12 +140,12 @@ class TDCurvePlot(PlotCanvas):
     def set_baseline(self, name: str, curve) -> None:
         """A static scan's curve: [[fraction, td], ...]."""
         c = np.asarray(curve, dtype=float).reshape(-1, 2)
-        style, label = _BASELINE_STYLE.get(name, ("-.", f"static {name}"))
+        style, label, colour = _BASELINE_STYLE.get(name, ("-.", f"static {name}", "#8d99ae"))
         if name in self.baselines:
             self.baselines[name].set_data(100 * c[:, 0], c[:, 1])
         else:
             (self.baselines[name],) = self.ax.plot(100 * c[:, 0], c[:, 1], style, marker="o", ms=3,
-                                                   lw=1.2, label=label)
+                                                   lw=1.2, color=colour, label=label)
         self._rescale()
         self._legend()
         self.redraw()
@@ -178,7 +180,7 @@ class TDCurvePlot(PlotCanvas):
             return
         x = 100 * float(fraction)
         if line is None:
-            self.marker = self.ax.axvline(x, color="#4cc9f0", lw=1.2, ls="-", label="_replay step")
+            self.marker = self.ax.axvline(x, color=self.colours["fg"], lw=1.2, ls="-", label="_replay step")
         else:
             self.marker.set_xdata([x, x])
         self.redraw()
@@ -191,7 +193,12 @@ class TDCurvePlot(PlotCanvas):
         self.ax.relim()
         self.ax.autoscale_view()
         lo, hi = self.ax.get_ylim()
-        self.ax.set_ylim(0, max(hi, 1e-3))
+        # symlog autoscaling can end below the largest TD (the first points of a run): the
+        # axis always reaches a bit above every curve's largest value
+        ys = [v for v in self._y if np.isfinite(v)]
+        ys += [float(np.nanmax(line.get_ydata())) for line in self.baselines.values() if len(line.get_ydata())]
+        ys += [max(y) for _, y in self.earlier if y]
+        self.ax.set_ylim(0, max(hi, 1.25 * max(ys, default=0.0), 1e-3))
         if getattr(self, "_target", None):    # the x axis ends at the run's target (or an earlier run's)
             xmax = max([100 * self._target] + [max(x) for x, _ in self.earlier if x])
             self.ax.set_xlim(0, xmax * 1.02)
