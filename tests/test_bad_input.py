@@ -196,3 +196,19 @@ def test_every_row_of_the_bad_input_table_is_a_test():
             assert param in CASES, f"{param} is not a case of {fn}"
     for case in CASES:
         assert f"[{case}]" in doc, f"case {case} is missing from docs/bad_input.md"
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"batch": 2.5}, "--batch must be an integer"),
+    ({"fraction": "0.15"}, "--fraction must be a finite number"),
+    ({"initial_fraction": float("nan")}, "initial fraction must be a finite number"),
+    ({"size": True}, "--size must be an integer"),
+    ({"baseline_fractions": "0.1"}, "baseline fractions"),
+    ({"baseline_fractions": (2.0, -1)}, "baseline fractions"),
+])
+def test_run_settings_of_the_wrong_type_are_named(kw, match):
+    """A hand-edited run_settings.json (read back by resume) with values of the wrong type
+    is refused at once, naming the setting, not later with a raw TypeError."""
+    with pytest.raises(InputError, match=match):
+        RunSettings(**kw).check()
+    RunSettings(baseline_fractions=[0.05, 0.1]).check()          # a JSON list is fine

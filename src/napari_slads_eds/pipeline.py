@@ -118,6 +118,23 @@ class RunSettings:
     uncertainty: str = "hard"
 
     def check(self) -> "RunSettings":
+        # types first (a hand-edited run_settings.json may hold "0.15" or 2.5): the checks
+        # below then compare numbers
+        check_int(self.size, "--size", 8)
+        check_int(self.downsample, "--downsample", 1)
+        check_int(self.batch, "--batch", 1)
+        for name, v in (("--fraction", self.fraction), ("initial fraction", self.initial_fraction),
+                        ("--ill-fraction", self.ill_fraction),
+                        ("counts per spectrum", self.counts_per_spectrum),
+                        ("the stopping rule's target TD", 0.5 if self.stop_td is None else self.stop_td)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(v):
+                raise InputError(f"{name} must be a finite number, got {v!r}")
+        bf = self.baseline_fractions
+        if isinstance(bf, (str, bytes)) or not all(
+                isinstance(f, (int, float, np.integer, np.floating)) and not isinstance(f, (bool, np.bool_))
+                and 0 < f <= 1 for f in bf):
+            raise InputError(f"baseline fractions must be numbers in (0, 1], got {bf!r}")
         if self.size < 8:
             raise InputError(f"--size must be >= 8, got {self.size}")
         if self.downsample < 1:
