@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 import tempfile
@@ -43,7 +42,8 @@ def main(argv=None) -> int:
 
     from napari_slads_eds._files import jsonable, write_json_atomic
     from napari_slads_eds.engine import Engine
-    from napari_slads_eds.pipeline import CLASSIFIER_FILES, RunSettings, prepare_experiment
+    from napari_slads_eds.likelihood import classifier_files
+    from napari_slads_eds.pipeline import RunSettings, prepare_experiment
     from napari_slads_eds.spectra import default_standards_for, sample_data_dir
 
     s = RunSettings().check()
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         if out.exists():
             shutil.rmtree(out)
         (out / "classifier").mkdir(parents=True)
-        for name in CLASSIFIER_FILES:
+        for name in classifier_files(Path(tmp) / "classifier"):
             shutil.copy2(Path(tmp) / "classifier" / name, out / "classifier" / name)
         shutil.copy2(Path(tmp) / "erd_model.npz", out / "erd_model.npz")
     for rep in (clf, erd):

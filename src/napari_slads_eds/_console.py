@@ -27,6 +27,7 @@ class _Progress:
         if self.key != key or self.bar is None:
             self.close()
             self.key = key
+            self.best_c = None      # a new search starts its own best
             self.bar = tqdm(total=total, desc=desc or self.LABELS.get(key, key), leave=True,
                             dynamic_ncols=True, file=sys.stderr, disable=self.quiet,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "

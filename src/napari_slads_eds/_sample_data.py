@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ._validation import InputError
+from .likelihood import classifier_files
 from .segmentation import read_micrograph, segment_phases
 from .spectra import sample_data_dir
 
@@ -130,7 +131,7 @@ def demo_models(folder=None) -> tuple[Path, Path, dict]:
     """
     d = Path(folder) if folder is not None else DEMO_MODELS
     clf, erd, meta = d / "classifier", d / "erd_model.npz", d / "training.json"
-    need = [clf / "classifier.json", clf / "detector.keras", clf / "cnn.keras", erd, meta]
+    need = [clf / name for name in classifier_files(clf)] + [erd, meta]
     missing = [str(p.relative_to(d)) for p in need if not p.is_file()]
     if missing:
         raise InputError(f"the demo models are incomplete in {d} (missing {', '.join(missing)}): reinstall the "

@@ -9,7 +9,6 @@ plain Python/numpy objects so that they cross the process boundary by value.
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import time
 from pathlib import Path
@@ -278,7 +277,9 @@ class _BaselineThread:
             return
         if cancel:
             self._cancel.set()
-        self.start()                # a run that sent no frame (stopped at once, replayed whole)
+            if self._thread.ident is None:       # never started: nothing to wait for
+                return
+        self.start()                # a run that sent no frame (replayed whole from a journal)
         self._thread.join()
         if self._error is not None and not cancel:
             raise self._error
@@ -382,7 +383,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     # for them (1-2 s at 128x128).
     # The specimen gives the same spectrum for a pixel whenever it is measured, so the run's
     # numbers do not depend on when the scans are measured.
-    baseline_curves, baseline_orders = {}, {}
+    baseline_orders = {}
     fr = np.linspace(min(initial_fraction, target / P), target / P, n_baseline_points)
     fr = np.unique(np.clip(np.concatenate([fr, [f for f in baseline_fractions if f <= target / P]]), 1 / P, 1))
     for name in (baselines if truth is not None else ()):
@@ -415,7 +416,6 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     # scans to its target: they are cut, and each is scored at the fraction reached below
     early = sampler.n_measured < target
     baseline_thread.finish(cancel=early)
-    baseline_curves = baseline_thread.curves
     positions, labels = core["positions"], core["labels"]
     recon, td = sampler.reconstruction, sampler.td
     refined = {}
@@ -459,7 +459,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         "measurements_per_second": (sampler.n_measured - core["n_replayed"]) / max(core["seconds"], 1e-9),
     }
     for name, order in baseline_orders.items():
-        curve_b = [p for p in baseline_curves.get(name, []) if p[0] <= sampler.fraction + 0.5 / P]
+        curve_b = [p for p in baseline_thread.curves.get(name, []) if p[0] <= sampler.fraction + 0.5 / P]
         if not curve_b or abs(curve_b[-1][0] - sampler.fraction) > 0.5 / P:
             # stopped before the target: a static scan with the same number of spectra
             curve_b.append(_static_baseline(specimen, clf, order, [sampler.fraction], L, k, cfg)[-1])

@@ -345,8 +345,6 @@ def check_url(base, what: str = "--microscope") -> str:
     return text.rstrip("/")
 
 
-_url = check_url
-
 
 def read_microscope_info(url: str, *, token: str | None = None, timeout: float = 5.0,
                          transport=None) -> MicroscopeInfo:
@@ -559,7 +557,7 @@ class HttpMicroscope:
     def __init__(self, url: str, *, n_phases: int, token: str | None = None, dwell_s: float | None = None,
                  timeout: float = 10.0, outage_timeout: float = 600.0, backoff=(0.2, 5.0), phase_map=None,
                  labels=None, transport=None, sleep=None, info: MicroscopeInfo | None = None):
-        self.url = _url(url)
+        self.url = check_url(url)
         self.n_phases = int(n_phases)
         if self.n_phases < 1:
             raise InputError(f"n_phases must be >= 1, got {n_phases}")

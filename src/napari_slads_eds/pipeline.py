@@ -283,9 +283,6 @@ SPECIMEN_FILE = "specimen.npz"
 TRAINING_FILE = "models/training.json"
 CLASSIFIER_DIR = "models/classifier"
 ERD_FILE = "models/erd_model.npz"
-#: The files of a saved CNN classifier folder (:meth:`SpectrumClassifier.save`); a folder of
-#: either kind: :func:`napari_slads_eds.likelihood.classifier_files`.
-CLASSIFIER_FILES = ("classifier.json", "detector.keras", "cnn.keras")
 
 
 @dataclass
