@@ -1,6 +1,8 @@
 """The acquisition loop without TensorFlow: true labels stand in for the classifier."""
 
 import numpy as np
+
+from napari_slads_eds.config import SamplingConfig
 import pytest
 
 from napari_slads_eds import Sampler
@@ -61,11 +63,11 @@ def test_loop_stops_by_rule_near_the_target_td(model, blobs):
     assert learned["threshold"] > 0 and len(learned["per_image"]) == 2
     s = Sampler(blobs.shape, 2, erd, truth=blobs)
     measure, classify = _labeller(blobs)
-    out = acquire(Ctx(), s, measure, classify, RunConfig(target_fraction=0.6, stop_threshold=learned["threshold"]))
+    out = acquire(Ctx(), s, measure, classify, RunConfig(SamplingConfig(fraction=0.6), stop_threshold=learned["threshold"]))
     assert out["stop_reason"].startswith("stopping rule")
     curve = np.asarray(out["td_curve"])
     s2 = Sampler(blobs.shape, 2, erd, truth=blobs)
-    full = np.asarray(acquire(Ctx(), s2, measure, classify, RunConfig(target_fraction=0.6))["td_curve"])
+    full = np.asarray(acquire(Ctx(), s2, measure, classify, RunConfig(SamplingConfig(fraction=0.6)))["td_curve"])
     first = full[np.argmax(full[:, 1] <= 0.01), 0]
     assert abs(curve[-1, 0] - first) < 0.08
     assert curve[-1, 0] < 0.6
@@ -74,7 +76,7 @@ def test_loop_stops_by_rule_near_the_target_td(model, blobs):
 def test_journal_replay_without_tensorflow(model, blobs, tmp_path):
     erd, _ = model
     measure, classify = _labeller(blobs)
-    cfg = RunConfig(target_fraction=0.3, batch=3)
+    cfg = RunConfig(SamplingConfig(fraction=0.3, batch=3))
     ref = acquire(Ctx(), Sampler(blobs.shape, 2, erd, truth=blobs), measure, classify, cfg)
     j = Journal(tmp_path / "journal.h5", 1, {"x": 1})
     part = acquire(Ctx(stop_after=200), Sampler(blobs.shape, 2, erd, truth=blobs), measure, classify, cfg,
@@ -120,8 +122,7 @@ def test_overlap_sends_the_next_batch_before_classifying_and_keeps_it_at_a_stop(
                     state["waited_in_vain"] += 1
         return classify_truth(spectra)
 
-    cfg = RunConfig(target_fraction=0.2, batch=3, batch_mode="pseudo", overlap=True, seed=4, send_maps=False,
-                    frame_interval=0.0)
+    cfg = RunConfig(SamplingConfig(fraction=0.2, batch=3, batch_mode="pseudo", overlap=True, seed=4, frame_interval=0.0), send_maps=False)
     s = Sampler(blobs.shape, 2, erd, truth=blobs)
     out = acquire(Ctx(), s, measure, classify, cfg)
     assert state["classified"] > 20

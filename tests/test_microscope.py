@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from napari_slads_eds.config import SamplingConfig
 import pytest
 
 from napari_slads_eds import Sampler
@@ -391,7 +393,7 @@ def test_the_connection_check_answers_at_once_and_names_what_is_wrong(server, sp
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_a_run_against_the_server_equals_the_in_process_run(server, specimen, truth, erd, overlap, tmp_path):
-    cfg = RunConfig(target_fraction=0.2, batch=2, batch_mode="pseudo", overlap=overlap, seed=1, send_maps=False)
+    cfg = RunConfig(SamplingConfig(fraction=0.2, batch=2, batch_mode="pseudo", overlap=overlap, seed=1), send_maps=False)
     ref_s = Sampler(truth.shape, 2, erd, truth=truth)
     ref = acquire(Ctx(), ref_s, specimen.measure, classify, cfg)
     mic = HttpMicroscope(server.url, n_phases=2, token=TOKEN, phase_map=truth)
@@ -411,7 +413,7 @@ def test_resume_on_a_microscope_checks_the_journal_without_measuring(server, spe
     # on a microscope it must not (dose)
     from napari_slads_eds.jobs import _check_journal_is_this_run
 
-    cfg = RunConfig(target_fraction=0.1, seed=0)
+    cfg = RunConfig(SamplingConfig(fraction=0.1, seed=0))
     mic = HttpMicroscope(server.url, n_phases=2, token=TOKEN)
     j = Journal(tmp_path / "journal.h5", P, {"grid": [40, 40], "phases": 2, "k": 10, "run": cfg.to_dict()})
     acquire(Ctx(), Sampler(mic.shape, 2, erd), mic.measure, classify, cfg, journal=j)
@@ -422,7 +424,7 @@ def test_resume_on_a_microscope_checks_the_journal_without_measuring(server, spe
     _check_journal_is_this_run(tmp_path / "journal.h5", journal, mic, cfg, 10, 2)
     assert st.n_measured == n == len(journal["label"])
     with pytest.raises(Exception, match="from another run"):
-        _check_journal_is_this_run(tmp_path / "journal.h5", journal, mic, RunConfig(seed=5), 10, 2)
+        _check_journal_is_this_run(tmp_path / "journal.h5", journal, mic, RunConfig(SamplingConfig(seed=5)), 10, 2)
 
 
 # ----------------------------------------------- killing the server during a run
@@ -453,7 +455,7 @@ def test_server_killed_twice_mid_run_loses_nothing_and_measures_nothing_twice(sp
     port = sock.getsockname()[1]
     sock.close()
     state = tmp_path / "state"
-    cfg = RunConfig(target_fraction=0.25, batch=2, batch_mode="pseudo", overlap=True, seed=2, send_maps=False)
+    cfg = RunConfig(SamplingConfig(fraction=0.25, batch=2, batch_mode="pseudo", overlap=True, seed=2), send_maps=False)
     ref_s = Sampler(truth.shape, 2, erd, truth=truth)
     acquire(Ctx(), ref_s, specimen.measure, classify, cfg)
     target = int(round(0.25 * truth.size))

@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+
+from napari_slads_eds.config import SamplingConfig
 import pytest
 from scipy.special import gammaln
 
@@ -256,7 +258,7 @@ def test_soft_loop_journal_replays_to_the_same_state(tmp_path, blobs, erd_model)
         p1 = np.where(sp[:, 0] == 1, c, 1 - c)
         return np.stack([np.zeros(len(sp)), p1, 1 - p1], axis=1)
 
-    cfg = RunConfig(target_fraction=0.2, uncertainty="soft", send_maps=False)
+    cfg = RunConfig(SamplingConfig(fraction=0.2, uncertainty="soft"), send_maps=False)
     s1 = SoftSampler((H, W), 2, erd_model, truth=blobs)
     j = Journal(tmp_path / "j.h5", 2, {})
     r1 = acquire(Ctx(), s1, measure, None, cfg, journal=j, posterior=posterior)

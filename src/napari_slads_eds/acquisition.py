@@ -41,6 +41,7 @@ import numpy as np
 
 from ._files import JOURNAL_NAME
 from ._validation import InputError
+from .config import SamplingConfig
 from .uncertainty import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_LOOP_GAMMA
 
 __all__ = ["Journal", "read_journal", "StoppingRule", "stopping_beta", "learn_stopping_threshold",
@@ -315,48 +316,61 @@ def learn_stopping_threshold(label_images, n_phases: int, erd_model, target_td: 
 
 # --------------------------------------------------------------------------- the loop
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """Settings of the acquisition loop (see :func:`acquire`)."""
+    """Settings of the acquisition loop (see :func:`acquire`): the run's
+    :class:`~napari_slads_eds.config.SamplingConfig` and what only the loop needs.
 
-    target_fraction: float = 0.15
-    initial_fraction: float = 0.01
-    initial_pattern: str = "halton"
-    batch: int = 1
-    batch_mode: str = "top"
-    overlap: bool = False
-    seed: int = 0
-    frame_interval: float = 0.25
+    Attributes
+    ----------
+    sampling : SamplingConfig
+        Target and initial fractions, pattern, batch, overlap, seed, uncertainty, frame
+        interval.
+    send_maps : bool
+        Frames carry the reconstruction and the ERD map (for a live display).
+    stop_threshold : float or None
+        T of the learned stopping rule; None: the budget only.
+    stop_min_fraction : float
+        The stopping rule is not applied below this sampling fraction.
+    prior_alpha, prior_gamma, final_gamma : float
+        Spatial phase decisions with ``sampling.uncertainty == "soft"``
+        (:mod:`napari_slads_eds.uncertainty`): floor alpha, prior weight in the loop and
+        in the final decisions (and the static scans).
+    """
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     send_maps: bool = True
-    stop_threshold: float | None = None     # T of the stopping rule; None: budget only
+    stop_threshold: float | None = None
     stop_min_fraction: float = 0.02
-    # label uncertainty (napari_slads_eds.uncertainty): None = the paper's hard labels;
-    # "soft" = spatial phase decisions (prior weight gamma in the loop, final_gamma in the final
-    # decisions and the static scans, floor alpha) and probability votes
-    uncertainty: str | None = None
     prior_alpha: float = DEFAULT_ALPHA
     prior_gamma: float = DEFAULT_LOOP_GAMMA
     final_gamma: float = DEFAULT_GAMMA
 
     def check(self) -> "RunConfig":
-        if not 0 < self.target_fraction <= 1:
-            raise InputError(f"target sampling fraction must be in (0, 1], got {self.target_fraction}")
-        if not 0 < self.initial_fraction <= 1:
-            raise InputError(f"initial fraction must be in (0, 1], got {self.initial_fraction}")
-        if int(self.batch) < 1:
-            raise InputError(f"batch must be >= 1, got {self.batch}")
-        if self.batch_mode not in ("top", "pseudo"):
-            raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
-        if self.initial_pattern not in ("halton", "random"):
-            raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
-        if self.uncertainty not in (None, "soft"):
-            raise InputError(f"uncertainty must be None (hard labels) or 'soft', got {self.uncertainty!r}")
+        """Validate; returns ``self``.
+
+        Raises
+        ------
+        InputError
+            Invalid sampling configuration or decision parameters.
+        """
+        if not isinstance(self.sampling, SamplingConfig):
+            raise InputError(f"RunConfig.sampling must be a SamplingConfig, got {type(self.sampling).__name__}")
+        self.sampling.check()
         if not (self.prior_alpha > 0 and self.prior_gamma >= 0 and self.final_gamma >= 0):
             raise InputError(f"prior alpha must be > 0 and gamma >= 0, got {self.prior_alpha}, {self.prior_gamma}")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat JSON-ready dict, as journals store it (``target_fraction`` is the sampling
+        ``fraction``; ``uncertainty`` None for hard labels, as journals of earlier versions)."""
+        d = self.sampling.to_dict()
+        d["target_fraction"] = d.pop("fraction")
+        d["uncertainty"] = "soft" if self.sampling.soft else None
+        d.update(send_maps=self.send_maps, stop_threshold=self.stop_threshold,
+                 stop_min_fraction=self.stop_min_fraction, prior_alpha=self.prior_alpha,
+                 prior_gamma=self.prior_gamma, final_gamma=self.final_gamma)
+        return d
 
 
 def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Journal | None = None,
@@ -395,7 +409,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
     H, W = sampler.shape
     P = H * W
     t0 = time.perf_counter()
-    target = max(1, int(round(cfg.target_fraction * P)))
+    target = max(1, int(round(cfg.sampling.fraction * P)))
     pos_log: list[np.ndarray] = []
     lab_log: list[np.ndarray] = []
     curve: list[list] = []
@@ -419,7 +433,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         state["last"] = time.perf_counter()
         ctx.emit("frame", **msg)
 
-    soft = cfg.uncertainty == "soft"
+    soft = cfg.sampling.soft
     if soft and (posterior is None or not hasattr(sampler, "vote_shares")):
         raise InputError("uncertainty 'soft' needs a posterior function and a SoftSampler")
 
@@ -447,7 +461,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         pos_log.append(pos)
         lab_log.append(np.asarray(lab, dtype=np.int16))
         curve.append([sampler.fraction, sampler.td])
-        if log and time.perf_counter() - state["last"] >= cfg.frame_interval:
+        if log and time.perf_counter() - state["last"] >= cfg.sampling.frame_interval:
             frame()
 
     def classified(spectra):
@@ -487,8 +501,8 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         from .sampling import initial_positions
 
         ctx.checkpoint()   # a job paused (or stopped) before it began measures nothing meanwhile
-        init = initial_positions((H, W), min(cfg.initial_fraction, cfg.target_fraction),
-                                 cfg.initial_pattern, cfg.seed)[:target]
+        init = initial_positions((H, W), min(cfg.sampling.initial_fraction, cfg.sampling.fraction),
+                                 cfg.sampling.initial_pattern, cfg.sampling.seed)[:target]
         measure_record(init, log=False, observe=False)
     sampler.pop_changes()
     frame()
@@ -501,7 +515,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
 
     if stop_by_rule():
         stop_reason = "stopping rule: new measurements hardly change the reconstruction any more"
-    elif cfg.overlap:
+    elif cfg.sampling.overlap:
         from concurrent.futures import ThreadPoolExecutor
 
         # The measuring thread only measures.  While batch k is measured, batch k + 1 is
@@ -511,12 +525,12 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
         # sequence of selections and updates as without the early send (same results).  A
         # batch already sent when the run stops (user, stopping rule) is measured and kept.
         with ThreadPoolExecutor(1, thread_name_prefix="acquire") as pool:
-            cur = sampler.select(min(cfg.batch, target - sampler.n_measured), "pseudo")
+            cur = sampler.select(min(cfg.sampling.batch, target - sampler.n_measured), "pseudo")
             fut = pool.submit(measure, cur) if len(cur) else None
             while fut is not None:
                 stopping = ctx.checkpoint(graceful=True)
                 room = target - sampler.n_measured - len(cur)
-                nxt = sampler.select(min(cfg.batch, room), "pseudo") if room > 0 and not stopping else None
+                nxt = sampler.select(min(cfg.sampling.batch, room), "pseudo") if room > 0 and not stopping else None
                 spectra = fut.result()
                 fut = None
                 if nxt is not None and len(nxt):
@@ -538,7 +552,7 @@ def acquire(ctx, sampler, measure, classify, config: RunConfig, *, journal: Jour
             if ctx.checkpoint(graceful=True):
                 stop_reason = "stopped by the user"
                 break
-            pos = sampler.select(min(cfg.batch, target - sampler.n_measured), cfg.batch_mode)
+            pos = sampler.select(min(cfg.sampling.batch, target - sampler.n_measured), cfg.sampling.batch_mode)
             if len(pos) == 0:
                 break
             measure_record(pos)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from ._validation import InputError, check_int
+from .config import SamplingConfig
 
 __all__ = ["JOBS", "resolve", "train_classifier", "train_erd_job", "run_slads", "classify"]
 
@@ -165,8 +167,9 @@ def _check_journal_is_this_run(path, journal: dict, specimen, cfg, k: int, L: in
     js = journal.get("settings") or {}
     run = js.get("run") or {}
     H, W = specimen.shape
-    mine = {"grid": [H, W], "phases": L, "k": k, "seed": cfg.seed, "initial_pattern": cfg.initial_pattern,
-            "initial_fraction": cfg.initial_fraction, "batch": cfg.batch, "batch_mode": cfg.batch_mode}
+    mine = {"grid": [H, W], "phases": L, "k": k, "seed": cfg.sampling.seed, "initial_pattern": cfg.sampling.initial_pattern,
+            "initial_fraction": cfg.sampling.initial_fraction, "batch": cfg.sampling.batch,
+            "batch_mode": cfg.sampling.batch_mode}
     theirs = {"grid": js.get("grid"), "phases": js.get("phases"), "k": js.get("k"),
               **{key: run.get(key) for key in ("seed", "initial_pattern", "initial_fraction", "batch", "batch_mode")}}
     differ = [f"{key} {theirs[key]!r} (this run: {mine[key]!r})" for key in mine
@@ -190,7 +193,7 @@ class _ScansCancelled(Exception):
 def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int, k: int, cfg=None,
                      cancelled=None):
     """TD of a static scan measuring ``order`` prefixes, classified and reconstructed
-    (with ``cfg.uncertainty == "soft"``: spatial decisions that see all other
+    (with ``cfg.sampling.soft``: spatial decisions that see all other
     measurements of the prefix, and probability votes, as the SLADS run).
     ``cancelled()``, if given, is asked between chunks; True raises :class:`_ScansCancelled`."""
     from .reconstruction import reconstruct
@@ -202,7 +205,7 @@ def _static_baseline(specimen, clf, order: np.ndarray, fractions, n_phases: int,
     H, W = specimen.shape
     n_max = int(round(max(fractions) * H * W))
     pos = order[:n_max]
-    soft = cfg is not None and cfg.uncertainty == "soft"
+    soft = cfg is not None and cfg.sampling.soft
     post = posterior_of(clf) if soft else None
     labels = np.empty(len(pos), dtype=np.int16)
     prob = np.empty((len(pos), n_phases + 1)) if soft else None
@@ -300,15 +303,41 @@ class _StartOnFrame:
         return getattr(self._ctx, name)
 
 
-def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 0.15,
-              initial_fraction: float = 0.01, initial_pattern: str = "halton", batch: int = 1,
-              batch_mode: str = "top", k: int = 10, seed: int = 0, frame_interval: float = 0.25,
-              send_maps: bool = True, baselines=("random", "halton"), n_baseline_points: int = 12,
-              overlap: bool = False, stop_threshold: float | None = None, stop_min_fraction: float = 0.02,
-              journal_path=None, resume: bool = False, journal_settings: dict | None = None,
-              baseline_fractions=(), uncertainty: str | None = None, prior_alpha: float | None = None,
+#: Keywords of :func:`run_slads` that name a :class:`SamplingConfig` field differently.
+_SAMPLING_ALIASES = {"target_fraction": "fraction"}
+
+
+def _sampling_config(config, sampling: dict) -> SamplingConfig:
+    """``config``, or the :class:`SamplingConfig` of a script's keywords (``uncertainty``
+    None = hard labels, ``baselines`` None = none)."""
+    if config is not None:
+        if sampling:
+            raise InputError(f"run_slads: give the sampling settings as config or as keywords, not both "
+                             f"(got config and {sorted(sampling)})")
+        if not isinstance(config, SamplingConfig):
+            raise InputError(f"run_slads: config must be a SamplingConfig, got {type(config).__name__}")
+        return config.check()
+    names = {f.name for f in fields(SamplingConfig)}
+    kw = {_SAMPLING_ALIASES.get(key, key): v for key, v in sampling.items()}
+    unknown = sorted(set(kw) - names)
+    if unknown:
+        raise InputError(f"run_slads: unknown keywords {unknown}")
+    if "uncertainty" in kw and kw["uncertainty"] is None:
+        kw["uncertainty"] = "hard"
+    if "baselines" in kw:
+        b = kw["baselines"]
+        kw["baselines"] = () if b is None else (b if isinstance(b, (str, bytes)) else tuple(b))
+    if "baseline_fractions" in kw and not isinstance(kw["baseline_fractions"], (str, bytes)):
+        kw["baseline_fractions"] = tuple(kw["baseline_fractions"])
+    return SamplingConfig(**kw).check()
+
+
+def run_slads(ctx, specimen, classifier, erd_model, *, config: SamplingConfig | None = None,
+              send_maps: bool = True, n_baseline_points: int = 12, stop_threshold: float | None = None,
+              stop_min_fraction: float = 0.02, journal_path=None, resume: bool = False,
+              journal_settings: dict | None = None, prior_alpha: float | None = None,
               prior_gamma: float | None = None, final_gamma: float | None = None,
-              erd_uncertainty_weight: float = 0.0) -> dict:
+              erd_uncertainty_weight: float = 0.0, **sampling) -> dict:
     """Run SLADS on a specimen: measure, classify, reconstruct, select, until the budget
     (or the stopping rule, or a stop request; the result says which).
 
@@ -330,6 +359,23 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     fraction, rate and, with ``send_maps``, the reconstruction and ERD map) at most every
     ``frame_interval`` s.
 
+    Parameters
+    ----------
+    specimen : Specimen
+        What is measured (:class:`napari_slads_eds.specimen.Specimen`).
+    classifier, erd_model : path
+        A classifier folder and an ERD model file.
+    config : SamplingConfig
+        How the run samples, passed whole from the CLI, the GUI or a script.  Scripts may
+        give its fields as keywords instead (``target_fraction`` for ``fraction``, or any
+        other field name, e.g. ``batch=4``); not both.
+    send_maps, stop_threshold, stop_min_fraction, prior_alpha, prior_gamma, final_gamma
+        As :class:`~napari_slads_eds.acquisition.RunConfig`.
+    n_baseline_points : int
+        Points of each static scan's TD curve (>= 2).
+    journal_path, resume, journal_settings
+        The HDF5 journal, whether to replay it first, and what else it records.
+
     Returns
     -------
     dict
@@ -337,6 +383,12 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         static scans, misclassification_run, positions (n, 2), labels (n,),
         reconstruction (H, W), mask (H, W), erd (H, W), stop_reason, seconds,
         measurements_per_second, n_replayed.
+
+    Raises
+    ------
+    InputError
+        Both ``config`` and sampling keywords, unknown keywords, invalid settings, a
+        classifier of another energy axis or phase count, a journal of another run.
     """
     from .acquisition import Journal, RunConfig, acquire, read_journal
     from .sampling import Sampler, halton_order, random_order
@@ -350,18 +402,18 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     L = specimen.n_phases
     if clf.n_phases != L:
         raise InputError(f"the classifier knows {clf.n_phases} phases but the specimen has {L}")
-    cfg = RunConfig(target_fraction=target_fraction, initial_fraction=initial_fraction,
-                    initial_pattern=initial_pattern, batch=batch, batch_mode=batch_mode, overlap=overlap,
-                    seed=seed, frame_interval=frame_interval, send_maps=send_maps,
-                    stop_threshold=stop_threshold, stop_min_fraction=stop_min_fraction,
-                    uncertainty=uncertainty,
+    config = _sampling_config(config, sampling)
+    cfg = RunConfig(config, send_maps=send_maps, stop_threshold=stop_threshold,
+                    stop_min_fraction=stop_min_fraction,
                     # None: RunConfig's defaults (napari_slads_eds.uncertainty's constants)
                     **{k: v for k, v in (("prior_alpha", prior_alpha), ("prior_gamma", prior_gamma),
                                          ("final_gamma", final_gamma)) if v is not None}).check()
+    k, seed, target_fraction = config.k, config.seed, config.fraction
+    initial_fraction, baselines, baseline_fractions = config.initial_fraction, config.baselines, config.baseline_fractions
     H, W = specimen.shape
     P = H * W
     truth = getattr(specimen, "phase_map", None)
-    if cfg.uncertainty == "soft":
+    if cfg.sampling.soft:
         from .uncertainty import SoftSampler
 
         sampler = SoftSampler((H, W), L, erd, k=k, truth=truth, uncertainty_weight=erd_uncertainty_weight)
@@ -373,10 +425,6 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     if replay is not None and len(replay["position"]):
         _check_journal_is_this_run(journal_path, replay, specimen, cfg, k, L)
 
-    if baselines is None:
-        baselines = ()
-    if isinstance(baselines, str) or not all(isinstance(b, str) for b in baselines):
-        raise InputError(f"baselines: expected a sequence of names ('random', 'halton'), got {baselines!r}")
     n_baseline_points = check_int(n_baseline_points, "n_baseline_points (points of a static scan's curve)", 2)
     # static scans at the same budget, through the same classifier and reconstruction, in a
     # thread beside the run, started by its first frame: the first live frame does not wait
@@ -405,7 +453,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
             journal = Journal(journal_path, specimen.axis.size, settings)
     try:
         core = acquire(baseline_thread.context(ctx), sampler, specimen.measure, clf.predict, cfg, journal=journal, replay=replay,
-                       posterior=posterior_of(clf) if cfg.uncertainty == "soft" else None)
+                       posterior=posterior_of(clf) if cfg.sampling.soft else None)
     except BaseException:
         baseline_thread.finish(cancel=True)
         raise
@@ -419,7 +467,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
     positions, labels = core["positions"], core["labels"]
     recon, td = sampler.reconstruction, sampler.td
     refined = {}
-    if cfg.uncertainty == "soft" and core.get("posteriors") is not None and len(labels):
+    if cfg.sampling.soft and core.get("posteriors") is not None and len(labels):
         # final phase decisions with every measurement's neighbours (later ones too), as the
         # static scans get them; the in-loop labels stay in the journal
         from .uncertainty import decide_static, reconstruct_soft
@@ -454,7 +502,7 @@ def run_slads(ctx, specimen, classifier, erd_model, *, target_fraction: float = 
         "erd": sampler.erd_map,
         "c": float(getattr(erd, "c", float("nan"))),
         "classifier_kind": getattr(clf, "kind", "cnn"),
-        "uncertainty": cfg.uncertainty or "hard",
+        "uncertainty": config.uncertainty,
         **refined,
         "measurements_per_second": (sampler.n_measured - core["n_replayed"]) / max(core["seconds"], 1e-9),
     }
