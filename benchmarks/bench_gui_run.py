@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from napari_slads_eds import Engine
     from napari_slads_eds._widgets._session import specimen_info
     from napari_slads_eds.acquisition import JOURNAL_NAME
-    from napari_slads_eds.pipeline import read_run_folder, sampling_job_kwargs
+    from napari_slads_eds.run_folder import read_run_folder, sampling_job_kwargs
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
@@ -88,10 +88,11 @@ def main(argv=None) -> int:
             shutil.copy2(folder / "run_settings.json", cfolder / "run_settings.json")
             shutil.copy2(folder / "specimen.npz", cfolder / "specimen.npz")
             rf = read_run_folder(folder)
-            kw = sampling_job_kwargs(cfolder, rf.settings, rf.erd_report, resume=False)
+            kw = sampling_job_kwargs(cfolder, rf.settings.sampling, rf.erd_report, resume=False,
+                                     stop_td=rf.settings.stop_td)
             kw["journal_path"] = str(cfolder / JOURNAL_NAME)
             t0 = time.perf_counter()
-            rc = eng.run("run_slads", specimen=info.specimen, baselines=("random", "halton"), **kw)
+            rc = eng.run("run_slads", specimen=info.specimen, **kw)
             cli.append({"wall_s": time.perf_counter() - t0, "rate": rc["measurements_per_second"],
                         "n": rc["n_measured"], "td": rc["td"]})
             print(f"run {i}: GUI {gui[-1]['wall_s']:.2f} s, {gui[-1]['rate']:.0f}/s;  "

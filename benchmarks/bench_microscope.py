@@ -85,7 +85,7 @@ def main(argv=None):
     from napari_slads_eds.acquisition import read_journal
     from napari_slads_eds.engine import Engine
     from napari_slads_eds.microscope import HttpMicroscope
-    from napari_slads_eds.pipeline import CLASSIFIER_DIR, ERD_FILE
+    from napari_slads_eds.run_folder import CLASSIFIER_DIR, ERD_FILE
     from napari_slads_eds.server import read_measured_log
     from napari_slads_eds.specimen import load_specimen
 

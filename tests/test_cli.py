@@ -8,7 +8,9 @@ import pytest
 
 from napari_slads_eds import InputError
 from napari_slads_eds.cli import main
-from napari_slads_eds.pipeline import RESULT_KEYS
+from napari_slads_eds.run_folder import RunResult
+
+RESULT_KEYS = RunResult.json_keys()
 
 
 @pytest.mark.engine
@@ -22,8 +24,8 @@ def test_run_end_to_end_small_grid(tmp_path, sample_dir, capsys):
     printed = capsys.readouterr().out
     assert "TD SLADS" in printed and "TD random" in printed
     res = json.loads((out / "result.json").read_text())
-    for k in RESULT_KEYS:
-        assert k in res, k
+    # the same keys as every run writes (GUI, replay, microscope: RunResult)
+    assert sorted(res) == list(RESULT_KEYS)
     assert res["grid"] == [40, 40] and res["phases"] == 2
     assert res["sampling_fraction"] == pytest.approx(0.2, abs=1 / 1600)
     assert res["td_curve"][0][0] == pytest.approx(0.01, abs=1 / 1600)

@@ -10,7 +10,9 @@ import pytest
 
 from napari_slads_eds import Engine, InputError
 from napari_slads_eds.eds_io import SpectrumImage
-from napari_slads_eds.pipeline import RESULT_KEYS
+from napari_slads_eds.run_folder import RunResult
+
+RESULT_KEYS = RunResult.json_keys()
 from napari_slads_eds.replay import (ReplaySettings, ReplaySpecimen, cluster_phases, fill_ill,
                                      phase_training_spectra, prepare_replay, run_replay, split_counts,
                                      thin_counts)
@@ -155,7 +157,7 @@ def test_replay_end_to_end_on_a_generated_map(tmp_path, engine):
     assert exp.specimen.dwell_fraction == pytest.approx(1.0)   # dwell = 1 - train share
     result = run_replay(exp, tmp_path, engine=engine)
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert set(RESULT_KEYS) <= set(saved)
+    assert sorted(saved) == list(RESULT_KEYS)       # the keys of slads-eds run and the GUI
     assert saved["sampling_fraction"] == pytest.approx(0.25, abs=1 / truth.size)
     assert 0 <= saved["td"] <= 1 and saved["mode"] == "replay"
     assert saved["td"] <= saved["td_random"] + 0.05

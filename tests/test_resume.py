@@ -152,7 +152,7 @@ def test_hand_edited_run_folders_are_refused_before_sampling(uninterrupted, tmp_
     import json
     import shutil
 
-    from napari_slads_eds.pipeline import SETTINGS_FILE, TRAINING_FILE, read_run_folder
+    from napari_slads_eds.run_folder import SETTINGS_FILE, TRAINING_FILE, read_run_folder
 
     _, out = uninterrupted
     run = tmp_path / "run"

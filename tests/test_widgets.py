@@ -575,7 +575,7 @@ def test_gui_runs_are_journaled_and_resume_after_stop_and_sigkill(make_napari_vi
     import shutil
     import signal
 
-    from napari_slads_eds.pipeline import read_run_folder
+    from napari_slads_eds.run_folder import read_run_folder
     from napari_slads_eds.results import load_run
 
     viewer = make_napari_viewer()

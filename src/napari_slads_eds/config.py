@@ -20,7 +20,11 @@ import numpy as np
 
 from ._validation import InputError, check_int, check_seed
 
-__all__ = ["SamplingConfig", "BASELINES", "UNCERTAINTY"]
+__all__ = ["SamplingConfig", "RunSettings", "BASELINES", "UNCERTAINTY", "MAX_DENOISE", "MAX_UPSAMPLE"]
+
+#: Limits of the micrograph preparation (beyond them a run would only exhaust memory).
+MAX_DENOISE = 63
+MAX_UPSAMPLE = 16
 
 #: Static scans a run can be compared with (same dose, same classifier and reconstruction).
 BASELINES = ("random", "halton")
@@ -176,3 +180,122 @@ class SamplingConfig:
                 kw[key] = tuple(kw[key])
         kw.update(overrides)
         return cls(**kw).check()
+
+
+@dataclass
+class RunSettings:
+    """Settings of a simulated SLADS experiment (defaults: the paper's 2-phase case).
+
+    Attributes
+    ----------
+    size : int
+        N of the N×N sampling grid.
+    downsample : int
+        Micrograph pixels per grid pixel (majority vote).
+    fraction : float
+        Target sampling fraction (0, 1].
+    seed : int
+    initial_fraction : float
+        Initial measurements (1 %).
+    initial_pattern : {"halton", "random"}
+    batch : int
+        Positions chosen per step (1 = pointwise).
+    batch_mode : {"top", "pseudo"}
+    ill_fraction : float
+        Fraction of ill-spectrum pixels in the simulated specimen.
+    counts_per_spectrum : float
+        Expected counts of a reference spectrum (about 7.5k in the paper).
+    noise_lambda, ill_lambda : float
+        Poisson λ of the added noise (2) and of ill-spectra (20).
+    denoise : int
+        Median filter size before segmentation.
+    crop_bottom : int
+        Data-bar rows removed from the micrograph.
+    k : int
+        Neighbours of the reconstruction.
+    epochs : int or None
+        Classifier training epochs (None: the classifier's default).
+    overlap : bool
+        Choose the next batch while the current one is measured (pseudo-measurements).
+    stop_td : float or None
+        Target TD of the learned stopping rule; None: stop at ``fraction`` only.
+    upsample : int
+        Interpolate the micrograph this many times finer before segmenting (the same
+        object imaged at a higher resolution; for grids larger than the micrograph).
+    erd : {"linear", "rich", "mlp"}
+        ERD regressor: least squares on polynomial SLADS features (the paper), the same on
+        the 11 rich features (issue 12), or an MLP (SLADS-Net).
+    baseline_fractions : tuple of float
+        Extra sampling fractions at which the static scans are evaluated.
+    classifier : {"cnn", "poisson"}
+        The paper's NNR + CNN (default on simulated objects of long-dwell spectra) or the
+        count-aware Poisson likelihood classifier (:mod:`napari_slads_eds.likelihood`).
+    uncertainty : {"hard", "soft"}
+        The paper's hard labels, or spatial phase decisions and probability votes
+        (:mod:`napari_slads_eds.uncertainty`).
+    """
+
+    size: int = 128
+    downsample: int = 2
+    fraction: float = 0.15
+    seed: int = 0
+    initial_fraction: float = 0.01
+    initial_pattern: str = "halton"
+    batch: int = 1
+    batch_mode: str = "top"
+    ill_fraction: float = 0.01
+    counts_per_spectrum: float = 7500.0
+    noise_lambda: float = 2.0
+    ill_lambda: float = 20.0
+    denoise: int = 5
+    crop_bottom: int = 0
+    k: int = 10
+    epochs: int | None = None
+    max_train_regions: int = 4
+    overlap: bool = False
+    stop_td: float | None = None
+    upsample: int = 1
+    erd: str = "linear"
+    baseline_fractions: tuple = ()
+    classifier: str = "cnn"
+    uncertainty: str = "hard"
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The run's :class:`SamplingConfig` (its sampling fields; the static scans
+        random and Halton)."""
+        return SamplingConfig.from_settings(self)
+
+    def check(self) -> "RunSettings":
+        """Validate every setting (the sampling ones by :meth:`SamplingConfig.check`);
+        returns ``self``.
+
+        Raises
+        ------
+        InputError
+            A setting of the wrong type or outside its range, named as the CLI names it.
+        """
+        from .erd import ERD_CHOICES
+
+        # types first (a hand-edited run_settings.json may hold "0.15" or 2.5): the checks
+        # below then compare numbers
+        check_int(self.size, "--size", 8)
+        check_int(self.downsample, "--downsample", 1)
+        for name, v in (("--ill-fraction", self.ill_fraction), ("counts per spectrum", self.counts_per_spectrum),
+                        ("the stopping rule's target TD", 0.5 if self.stop_td is None else self.stop_td)):
+            _number(v, name)
+        self.sampling  # noqa: B018  (checks fraction, pattern, batch, k, seed, baselines ...)
+        if int(self.upsample) < 1:
+            raise InputError(f"upsample must be >= 1, got {self.upsample}")
+        if self.erd not in ERD_CHOICES:
+            raise InputError(f"the ERD model must be one of {', '.join(map(repr, ERD_CHOICES))}, got {self.erd!r}")
+        if self.stop_td is not None and not 0 < self.stop_td < 1:
+            raise InputError(f"the stopping rule's target TD must be in (0, 1), got {self.stop_td}")
+        if self.classifier not in ("cnn", "poisson"):
+            raise InputError(f"--classifier-kind must be 'cnn' or 'poisson', got {self.classifier!r}")
+        check_int(self.denoise, "--denoise (median filter size in pixels; 0 or 1: none)", 0, MAX_DENOISE)
+        check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
+        check_int(self.crop_bottom, "--crop-bottom", 0)
+        if self.epochs is not None:
+            check_int(self.epochs, "--epochs", 1, 10000)
+        return self

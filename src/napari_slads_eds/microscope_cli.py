@@ -98,7 +98,7 @@ def microscope_command(args) -> int:
 def _read_models(run: Path) -> tuple[Path, Path, dict, int]:
     from ._validation import InputError
     from .likelihood import classifier_files
-    from .pipeline import CLASSIFIER_DIR, ERD_FILE, TRAINING_FILE, _read_json
+    from .run_folder import CLASSIFIER_DIR, ERD_FILE, TRAINING_FILE, read_json as _read_json
 
     if not run.is_dir():
         raise InputError(f"--models {run}: not a folder (a run folder of slads-eds run/demo)")
@@ -120,13 +120,14 @@ def _acquire(args, token) -> int:
     from ._console import run_with_progress
     from .engine import Engine
     from .microscope import HttpMicroscope
-    from .results import write_run
-    from .pipeline import RunSettings
+    from .config import SamplingConfig
+    from .run_folder import RunResult
     from .server import load_served_specimen
 
     clf_dir, erd_path, training, L = _read_models(Path(args.models))
-    RunSettings(fraction=args.fraction, initial_fraction=args.initial_fraction, seed=args.seed, batch=args.batch,
-                batch_mode=args.batch_mode, initial_pattern=args.initial).check()   # bad options first
+    config = SamplingConfig(fraction=args.fraction, initial_fraction=args.initial_fraction, seed=args.seed,
+                            batch=args.batch, batch_mode=args.batch_mode, initial_pattern=args.initial,
+                            overlap=args.overlap, baselines=()).check()   # bad options first
     truth = load_served_specimen(args.truth) if args.truth else None
     out = Path(args.out)
     if args.resume:
@@ -152,22 +153,22 @@ def _acquire(args, token) -> int:
         print(f"slads-eds: microscope {mic.url} ({H}x{W} grid, {mic.axis.describe()}, dwell {mic.dwell_s:g} s), "
               f"{L} phases, target {100 * args.fraction:g} %, output {out}", file=sys.stderr)
         with Engine() as eng:
-            result = run_with_progress(
+            raw = run_with_progress(
                 args.quiet, eng.run, "run_slads", specimen=mic, classifier=str(clf_dir), erd_model=str(erd_path),
-                target_fraction=args.fraction, initial_fraction=args.initial_fraction, initial_pattern=args.initial,
-                batch=args.batch, batch_mode=args.batch_mode, overlap=args.overlap, seed=args.seed,
-                send_maps=False, baselines=(), journal_path=str(out / JOURNAL_NAME), resume=args.resume,
+                config=config, send_maps=False, journal_path=str(out / JOURNAL_NAME), resume=args.resume,
                 journal_settings={"microscope": mic.url, "dwell_s": mic.dwell_s})
-        result["misclassification"] = training.get("classifier", {}).get("misclassification", float("nan"))
-        result["c"] = training.get("erd", {}).get("c", float("nan"))
-        result["microscope"] = {"url": mic.url, "dwell_s": mic.dwell_s, "info": mic.info.to_dict()}
-        result["wall_seconds"] = time.perf_counter() - t0
-        if truth is not None:
-            result["ground_truth"] = truth.phase_map
-            result["specimen_labels"] = truth.labels
-        else:
-            result["td"] = float("nan")        # unknown without the specimen's ground truth
-        write_run(result, out)
+        wall = time.perf_counter() - t0
+        res = RunResult.from_job(
+            raw, mode="microscope", config=config, settings=settings, source={"models": str(args.models)},
+            classifier_report={**training.get("classifier", {}), "path": str(clf_dir)},
+            erd_report={**training.get("erd", {}), "path": str(erd_path)}, seconds=raw.get("seconds", wall),
+            ground_truth=None if truth is None else truth.phase_map,
+            specimen_labels=None if truth is None else truth.labels,
+            microscope={"url": mic.url, "dwell_s": mic.dwell_s, "info": mic.info.to_dict(),
+                        "ground_truth_file": args.truth},
+            run_folder=out, resumed=bool(args.resume), wall_seconds=wall)
+        res.write(out)
+        result = res.to_dict()
     rows = [("grid", f"{H} x {W}"), ("sampled", f"{100 * result['sampling_fraction']:.2f} % "
                                                 f"({result['n_measured']} spectra, {result['n_replayed']} from the journal)"),
             ("TD SLADS", "n/a (no --truth)" if truth is None else f"{result['td']:.5f}"),

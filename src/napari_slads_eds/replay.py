@@ -51,12 +51,13 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ._validation import InputError, check_int, check_label_image, check_positions, check_seed
+from .config import SamplingConfig
 from .eds_io import SpectrumImage, read_spectrum_image, to_axis
 from .spectra import EnergyAxis, ReferenceSpectra
 
@@ -641,9 +642,23 @@ class ReplaySettings:
     erd_training: str = "auto"
     default_calibration: tuple | None = None
 
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The replay's :class:`~napari_slads_eds.config.SamplingConfig` (its sampling
+        fields; ``uncertainty`` None = "hard")."""
+        return SamplingConfig.from_settings(self)
+
     def check(self) -> "ReplaySettings":
-        if not 0 < self.fraction <= 1:
-            raise InputError(f"--fraction must be in (0, 1], got {self.fraction}")
+        """Validate (the sampling fields by :meth:`SamplingConfig.check`); returns ``self``.
+
+        Raises
+        ------
+        InputError
+            A setting outside its range, named as the CLI names it.
+        """
+        if self.uncertainty not in (None, "soft"):
+            raise InputError(f"--uncertainty must be 'soft' or 'hard', got {self.uncertainty!r}")
+        self.sampling  # noqa: B018  (fraction, seed, pattern, batch, batch mode, k)
         if self.truth not in ("cluster", "classifier"):
             raise InputError(f"--truth must be 'cluster' or 'classifier', got {self.truth!r}")
         if self.truth == "classifier" and not self.classifier:
@@ -658,17 +673,10 @@ class ReplaySettings:
             raise InputError(f"n_per_phase must be >= 4, got {self.n_per_phase}")
         if not 0 <= self.smooth <= 50:   # NaN fails too
             raise InputError(f"--smooth (Gaussian sigma in pixels) must be in 0..50, got {self.smooth}")
-        check_seed(self.seed, "--seed")
         if self.epochs is not None:
             check_int(self.epochs, "--epochs", 1, 10000)
-        if self.initial_pattern not in ("halton", "random") or self.batch_mode not in ("top", "pseudo"):
-            raise InputError("initial pattern must be halton|random and batch mode top|pseudo")
-        if self.batch < 1 or self.k < 1:
-            raise InputError("batch and k must be >= 1")
         if self.classifier_kind not in ("poisson", "cnn"):
             raise InputError(f"--classifier-kind must be 'poisson' or 'cnn', got {self.classifier_kind!r}")
-        if self.uncertainty not in (None, "soft"):
-            raise InputError(f"--uncertainty must be 'soft' or 'hard', got {self.uncertainty!r}")
         if self.erd_training not in ("auto", "micrograph", "electron-image", "both"):
             raise InputError(f"--erd-training must be auto, micrograph, electron-image or both, "
                              f"got {self.erd_training!r}")
@@ -849,86 +857,109 @@ def replay_job(ctx, experiment, out_dir, export: bool = True) -> dict:
 
 
 def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True,
-               baseline_fractions=(), send_maps: bool = False) -> dict:
+               baseline_fractions=(), send_maps: bool = False, resume: bool = False) -> dict:
     """Train (classifier on the training share, ERD on other label images), run SLADS and
     the static baselines on the replayed map, write the results.
 
-    Files in ``out_dir``: those of :func:`napari_slads_eds.results.write_run`
-    (``result.json`` with the keys of ``slads-eds run``, images, ``run.npz``) and, with
-    ``export``, ``run.hspy`` and ``run_export.npz`` (:func:`napari_slads_eds.export.export_run`).
+    The run folder ``out_dir`` is that of ``slads-eds run`` (:mod:`napari_slads_eds.run_folder`,
+    mode "replay": settings, models, journal, ``result.json`` with the same keys as every
+    run); with ``export`` also ``run.hspy`` and ``run_export.npz``
+    (:func:`napari_slads_eds.export.export_run`).  A stopped replay continues with
+    :func:`resume_replay` (``resume=True`` here: the models in ``out_dir`` are used and
+    the journal is replayed first).
 
     Returns
     -------
     dict
-        The result (as result.json, plus arrays).
+        The result (:meth:`RunResult.to_dict`: as result.json, plus arrays).
     """
     from .engine import Engine
-    from .results import write_run
+    from .orchestrator import finish, sample, train_classifier, train_erd
+    from .run_folder import read_run_folder, write_run_folder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = exp.settings
+    config = s.sampling.replace(baseline_fractions=tuple(baseline_fractions))
     t0 = time.perf_counter()
     own = engine is None
     eng = engine or Engine()
     cb = on_message or (lambda m: None)
     try:
-        if s.classifier:
-            clf_path = str(s.classifier)
-            clf_report = dict(json.loads((Path(clf_path) / "classifier.json").read_text()).get("report") or {})
+        if resume:
+            rf = read_run_folder(out)
+            clf_report, erd_report, t_train = rf.classifier_report, rf.erd_report, rf.seconds_training
         else:
-            kw = {"epochs": s.epochs} if s.epochs else {}
-            if s.classifier_kind == "poisson":
-                kw = {"kind": "poisson"}
-            clf_report = eng.run("train_classifier", on_message=cb, references=exp.train_references,
-                                 out_dir=str(out / "models" / "classifier"), seed=s.seed,
-                                 noise_lambda=0.0, n_noisy=1, n_noisy_val=1, **kw)
-            clf_path = clf_report["path"]
-        erd_report = eng.run("train_erd", on_message=cb, label_images=exp.erd_images,
-                             n_phases=exp.n_phases, out_path=str(out / "models" / "erd_model.npz"),
-                             seed=s.seed, k=s.k, c_search_fraction=max(0.05, min(s.fraction, 0.3)),
-                             **({"c_values": tuple(s.c_values)} if s.c_values else {}))
-        result = eng.run("run_slads", on_message=cb, specimen=exp.specimen, classifier=clf_path,
-                         erd_model=erd_report["path"], target_fraction=s.fraction,
-                         initial_fraction=s.initial_fraction, initial_pattern=s.initial_pattern,
-                         batch=s.batch, batch_mode=s.batch_mode, k=s.k, seed=s.seed, send_maps=send_maps,
-                         uncertainty=s.uncertainty, baseline_fractions=tuple(baseline_fractions),
-                         journal_path=str(out / "journal.h5"),
-                         journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}})
+            if s.classifier:
+                clf_report = dict(json.loads((Path(s.classifier) / "classifier.json").read_text()).get("report") or {})
+            else:
+                opts = {"noise_lambda": 0.0, "n_noisy": 1, "n_noisy_val": 1}
+                if s.classifier_kind == "cnn" and s.epochs:
+                    opts["epochs"] = s.epochs
+                clf_report = train_classifier(eng, out, references=exp.train_references, seed=s.seed,
+                                              kind=s.classifier_kind, options=opts, on_message=cb)
+            erd_report = train_erd(eng, out, label_images=exp.erd_images, n_phases=exp.n_phases, seed=s.seed,
+                                   k=s.k, fraction=s.fraction, c_values=s.c_values, on_message=cb)
+            t_train = time.perf_counter() - t0
+            write_run_folder(out, None, s, clf_report, erd_report, clf_dir=s.classifier or None,
+                             source=exp.source, n_phases=exp.n_phases, seconds_training=t_train, mode="replay")
+        raw = sample(eng, exp.specimen, out, config, erd_report, resume=resume, send_maps=send_maps,
+                     journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}},
+                     on_message=cb)
     finally:
         if own:
             eng.close()
-    result["misclassification"] = clf_report.get("misclassification", float("nan"))
-    result["classifier"] = {k: clf_report[k] for k in ("misclassification", "confusion", "threshold",
-                                                      "n_train", "n_val", "seconds") if k in clf_report}
-    result["erd_model"] = {"c": erd_report["c"], "c_search": erd_report["c_search"], "rows": erd_report["rows"],
-                     "seconds": erd_report["seconds"]}
-    result["c"] = erd_report["c"]
     # dose = total dwell time (in units of the acquired map's dwell per pixel), not the
     # number of positions
-    d = float(exp.source["dwell_fraction"])
-    result["dose"] = {"dwell_per_position": d, "total_dwell": d * result["n_measured"],
-                      "fraction_of_full_raster": d * result["n_measured"] / float(np.prod(exp.truth.shape))}
-    result["seconds"] = time.perf_counter() - t0
-    settings = asdict(s)
-    settings["n_phases"] = exp.n_phases
-    result["settings"] = settings
-    result["source"] = exp.source
-    result["mode"] = "replay"
-    result["ground_truth"] = exp.truth
-    result["specimen_labels"] = exp.specimen.labels
-    write_run(result, out)
+    result = finish(raw, out, mode="replay", config=config, settings={**asdict(s), "n_phases": exp.n_phases},
+                    source=exp.source, classifier_report=clf_report, erd_report=erd_report,
+                    seconds=(t_train if resume else 0.0) + time.perf_counter() - t0, ground_truth=exp.truth,
+                    specimen_labels=exp.specimen.labels, dwell_per_position=float(exp.source["dwell_fraction"]),
+                    resumed=resume).to_dict()
     if export:
         from .export import export_run
 
         spectra = exp.specimen.measure(result["positions"])
-        export_run(result, out / "run.hspy", spectra=spectra, axis=exp.specimen.axis,
-                   beam_energy_keV=exp.image.beam_energy_keV, pixel_size=exp.image.pixel_size,
-                   pixel_units=exp.image.pixel_units)
-        export_run(result, out / "run_export.npz", spectra=spectra, axis=exp.specimen.axis,
-                   beam_energy_keV=exp.image.beam_energy_keV, pixel_size=exp.image.pixel_size,
-                   pixel_units=exp.image.pixel_units)
+        for name in ("run.hspy", "run_export.npz"):
+            export_run(result, out / name, spectra=spectra, axis=exp.specimen.axis,
+                       beam_energy_keV=exp.image.beam_energy_keV, pixel_size=exp.image.pixel_size,
+                       pixel_units=exp.image.pixel_units)
     return result
+
+
+def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True) -> dict:
+    """Continue a stopped or crashed replay in ``out_dir`` from its journal: the map is read
+    again from the file its ``run_settings.json`` names, the specimen rebuilt with the same
+    settings and seed (the journal's first spectra are checked against it), the journal
+    replayed and the run continued with the models in ``out_dir``.
+
+    Raises
+    ------
+    InputError
+        Not a replay's run folder, the map file missing, or a journal of another run.
+    """
+    from .run_folder import CLASSIFIER_DIR, read_run_folder
+
+    rf = read_run_folder(out_dir)
+    if rf.mode != "replay":
+        raise InputError(f"{rf.path} holds a {rf.mode}, not a replay")
+    d = dict(rf.settings)
+    d.pop("n_phases", None)
+    for key in ("c_values", "default_calibration"):
+        if d.get(key) is not None:
+            d[key] = tuple(d[key])
+    try:
+        s = ReplaySettings(**d)
+    except TypeError as exc:
+        raise InputError(f"{rf.path}: invalid replay settings ({exc})") from exc
+    if s.classifier:                       # the run folder's copy of the classifier it was given
+        s = replace(s, classifier=str(rf.path / CLASSIFIER_DIR))
+    path = rf.source.get("spectrum_image")
+    if not path or not Path(path).is_file():
+        raise InputError(f"{rf.path} cannot be resumed: the map it replays ({path or 'unknown'}) is not there")
+    exp = prepare_replay(path, rf.n_phases, s, engine=engine)
+    return run_replay(exp, rf.path, engine=engine, on_message=on_message, export=export, resume=True,
+                      baseline_fractions=exp.settings.sampling.baseline_fractions)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -350,7 +350,7 @@ def load_served_specimen(path):
     InputError
         Not a specimen file or a run folder with one.
     """
-    from .pipeline import SPECIMEN_FILE
+    from .run_folder import SPECIMEN_FILE
     from .specimen import load_specimen
 
     p = Path(path)

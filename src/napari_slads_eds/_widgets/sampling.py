@@ -49,7 +49,9 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFra
 from .._files import output_folder
 from .._validation import InputError
 from ..acquisition import JOURNAL_NAME
-from ..pipeline import (SETTINGS_FILE, RunSettings, read_run_folder, sampling_job_kwargs, write_run_folder)
+from ..config import RunSettings, SamplingConfig
+from ..run_folder import (CLASSIFIER_DIR, ERD_FILE, SETTINGS_FILE, RunResult, read_run_folder,
+                          sampling_job_kwargs, write_run_folder)
 from ._common import (LayerCombo, StartupIndicator, float_spin, int_spin, run_in_thread, set_progress, set_status,
                       show_message, status_label, user_action, zoom_to_layers)
 from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
@@ -57,7 +59,7 @@ from ._session import JOB_TITLES, SPECIMEN_KEY, SpecimenInfo, _real, session_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SamplingWidget", "RunParameters", "MicroscopeRun", "LIVE_LAYERS", "RUNS_ENV", "SOURCES",
+__all__ = ["SamplingWidget", "FRAME_INTERVAL", "MicroscopeRun", "LIVE_LAYERS", "RUNS_ENV", "SOURCES",
            "DEFAULT_MICROSCOPE_URL", "runs_base", "new_run_folder", "time_left"]
 
 #: Names of the live layers (key -> layer name).
@@ -116,6 +118,7 @@ class _Run:
     erd_report: dict
     resumed: bool = False
     gui: dict = field(default_factory=dict)
+    config: SamplingConfig | None = None
 
 
 @dataclass
@@ -167,23 +170,21 @@ def _row(*widgets) -> QWidget:
     return w
 
 
-@dataclass
-class RunParameters:
-    """The run settings as passed to the engine job ``run_slads``."""
-
-    target_fraction: float = 0.15
-    initial_fraction: float = 0.01
-    initial_pattern: str = "halton"
-    batch: int = 1
-    batch_mode: str = "top"
-    seed: int = 0
-    frame_interval: float = 0.5
-    baselines: tuple = ("random", "halton")
+#: Seconds between live frames the Run tab asks for by default (each repaints the window).
+FRAME_INTERVAL = 0.5
 
 
 #: Seconds of measuring before the time left is estimated (the initial pattern arrives at
 #: once and would give an absurd rate).
 TIME_LEFT_AFTER = 3.0
+
+
+def _sampling_fields(p: SamplingConfig) -> dict:
+    """The :class:`RunSettings` fields of a sampling config (the experiment settings a run
+    folder records)."""
+    return dict(fraction=p.fraction, seed=p.seed, initial_fraction=p.initial_fraction,
+                initial_pattern=p.initial_pattern, batch=p.batch, batch_mode=p.batch_mode, overlap=p.overlap,
+                k=p.k, uncertainty=p.uncertainty, baseline_fractions=tuple(p.baseline_fractions))
 
 
 def time_left(t0: float, n0: int, now: float, n: int, target: int, min_seconds: float = TIME_LEFT_AFTER):
@@ -293,7 +294,7 @@ class SamplingWidget(QWidget):
         self._target = 0
         self._t_start = 0.0
         self._info = None
-        self._params: RunParameters | None = None
+        self._params: SamplingConfig | None = None
         self._pending_erd = None
         self._lazy_layers: set[int] = set()
         self.displayed_frames = 0
@@ -358,7 +359,7 @@ class SamplingWidget(QWidget):
                                    "pseudo-measurements (the reconstruction's label) in between")
         self.target_spin = float_spin(0.01, 100.0, 15.0, step=1.0, decimals=2, suffix=" %",
                                       tip="Stop when this sampling fraction is measured")
-        self.interval_spin = float_spin(0.02, 10.0, RunParameters.frame_interval, step=0.05, decimals=2,
+        self.interval_spin = float_spin(0.02, 10.0, FRAME_INTERVAL, step=0.05, decimals=2,
                                         suffix=" s",
                                         tip="The layers and plot are updated at most this often.  Every "
                                             "update repaints the window, which takes CPU time from the run "
@@ -496,17 +497,24 @@ class SamplingWidget(QWidget):
         self._on_busy(self.session.busy)
 
     # ------------------------------------------------------------------ settings
-    def parameters(self) -> RunParameters:
-        p = RunParameters(target_fraction=self.target_spin.value() / 100.0,
-                          initial_fraction=self.initial_spin.value() / 100.0,
-                          initial_pattern=self.pattern_combo.currentText(), batch=self.batch_spin.value(),
-                          batch_mode=self.mode_combo.currentText(), seed=self.seed_spin.value(),
-                          frame_interval=self.interval_spin.value(),
-                          # static scans need a ground truth to score, and on a microscope they
-                          # would cost beam time: none for a microscope run
-                          baselines=("random", "halton") if self.baselines_check.isChecked()
-                          and self.source() == "simulated" else ())
-        return p
+    def parameters(self) -> SamplingConfig:
+        """The form as the run's :class:`~napari_slads_eds.config.SamplingConfig`.
+
+        Raises
+        ------
+        InputError
+            A combination the config refuses."""
+        microscope = self.source() == "microscope"
+        return SamplingConfig(fraction=self.target_spin.value() / 100.0,
+                              initial_fraction=self.initial_spin.value() / 100.0,
+                              initial_pattern=self.pattern_combo.currentText(), batch=self.batch_spin.value(),
+                              batch_mode=self.mode_combo.currentText(), seed=self.seed_spin.value(),
+                              overlap=microscope and self.overlap_check.isChecked(),
+                              frame_interval=self.interval_spin.value(),
+                              # static scans need a ground truth to score, and on a microscope they
+                              # would cost beam time: none for a microscope run
+                              baselines=("random", "halton") if self.baselines_check.isChecked()
+                              and not microscope else ()).check()
 
     def source(self) -> str:
         """What Start measures: ``"simulated"`` (the simulated object) or ``"microscope"``."""
@@ -530,9 +538,10 @@ class SamplingWidget(QWidget):
         self._update_start()
 
     def set_parameters(self, **kw) -> None:
-        """Set the form from RunParameters field names (fractions as 0-1)."""
+        """Set the form from :class:`SamplingConfig` field names (fractions as 0-1;
+        ``target_fraction`` is accepted for ``fraction``, ``dwell_time`` sets the dwell)."""
         for k, v in kw.items():
-            if k == "target_fraction":
+            if k in ("fraction", "target_fraction"):
                 self.target_spin.setValue(100.0 * v)
             elif k == "initial_fraction":
                 self.initial_spin.setValue(100.0 * v)
@@ -582,9 +591,7 @@ class SamplingWidget(QWidget):
         p = self.parameters()
         self._warn_initial(p)
         H, W = info.shape
-        settings = RunSettings(size=int(max(H, W)), downsample=int(info.factor), fraction=p.target_fraction,
-                               seed=p.seed, initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
-                               batch=p.batch, batch_mode=p.batch_mode,
+        settings = RunSettings(size=int(max(H, W)), downsample=int(info.factor), **_sampling_fields(p),
                                ill_fraction=float(info.specimen.ill_fraction),
                                counts_per_spectrum=float(info.settings.get("counts_per_spectrum", 7500.0)),
                                noise_lambda=float(info.specimen.noise_lambda),
@@ -618,10 +625,10 @@ class SamplingWidget(QWidget):
                           stacklevel=3)
 
     @staticmethod
-    def _warn_initial(p: RunParameters) -> None:
-        if p.initial_fraction > p.target_fraction:
+    def _warn_initial(p: SamplingConfig) -> None:
+        if p.initial_fraction > p.fraction:
             warnings.warn(f"the initial fraction ({100 * p.initial_fraction:g} %) is above the target "
-                          f"({100 * p.target_fraction:g} %): the run measures only the initial pattern, cut to "
+                          f"({100 * p.fraction:g} %): the run measures only the initial pattern, cut to "
                           f"the target, and no position is chosen by SLADS", UserWarning, stacklevel=3)
 
     def _new_run(self, specimen, settings: RunSettings, source: dict, n_phases: int):
@@ -638,14 +645,15 @@ class SamplingWidget(QWidget):
         def write_folder():
             try:
                 write_run_folder(folder, specimen, settings, clf_report, erd_report, clf_dir=clf_dir,
-                                 erd_path=erd_path, source=source, n_phases=n_phases)
+                                 erd_path=erd_path, source=source, n_phases=n_phases,
+                                 mode="run" if specimen is not None else "microscope")
             except Exception:
                 if ours:          # a new folder of ours: leave nothing half-written behind
                     shutil.rmtree(folder, ignore_errors=True)
                 raise
 
-        run = _Run(folder, settings, source, {**clf_report, "path": str(folder / "models" / "classifier")},
-                   {**erd_report, "path": str(folder / "models" / "erd_model.npz")})
+        run = _Run(folder, settings, source, {**clf_report, "path": str(folder / CLASSIFIER_DIR)},
+                   {**erd_report, "path": str(folder / ERD_FILE)})
         return run, write_folder
 
     # ------------------------------------------------------------------ microscope
@@ -732,9 +740,7 @@ class SamplingWidget(QWidget):
         p = self.parameters()
         self._warn_initial(p)
         H, W = mic.shape
-        settings = RunSettings(size=int(max(H, W, 8)), downsample=1, fraction=p.target_fraction, seed=p.seed,
-                               initial_fraction=p.initial_fraction, initial_pattern=p.initial_pattern,
-                               batch=p.batch, batch_mode=p.batch_mode, overlap=self.overlap_check.isChecked(),
+        settings = RunSettings(size=int(max(H, W, 8)), downsample=1, **_sampling_fields(p),
                                erd="mlp" if s.erd_report.get("regressor") == "mlp" else "linear").check()
         source = {"gui": True, "microscope": {"url": mic.url, "dwell_s": mic.dwell_s, "info": info.to_dict()},
                   "grid": [H, W], "ground_truth_file": truth_file, "classifier": str(s.classifier_path),
@@ -800,7 +806,7 @@ class SamplingWidget(QWidget):
         run = _Run(rf.path, st, rf.source, rf.classifier_report, rf.erd_report, resumed=True)
         return self._launch(gt, info, self.parameters(), run, start)
 
-    def _launch(self, gt, info, p: RunParameters, run: _Run, start: bool, prepare=None,
+    def _launch(self, gt, info, p: SamplingConfig, run: _Run, start: bool, prepare=None,
                 journal_settings: dict | None = None):
         """Prepare the layers and the plot and start ``run_slads`` for ``run`` (new or resumed).
 
@@ -848,11 +854,13 @@ class SamplingWidget(QWidget):
         self.busy_indicator.start(f"{verb}: writing the run folder and starting the engine (a separate process "
                                   "that loads TensorFlow)…" if cold else f"{verb}: writing the run folder…",
                                   "starting the engine…" if cold else "writing the run folder…")
-        kwargs = sampling_job_kwargs(run.folder, run.settings, run.erd_report, resume=run.resumed)
-        kwargs.update(specimen=info.specimen, send_maps=True, frame_interval=p.frame_interval,
-                      baselines=tuple(p.baselines))
-        if journal_settings:
-            kwargs["journal_settings"] = {**kwargs.get("journal_settings", {}), **journal_settings}
+        # the run's sampling as its settings say (a resumed run: as it started), with this
+        # display's frame interval and static scans
+        run.config = run.settings.sampling.replace(frame_interval=p.frame_interval, baselines=tuple(p.baselines))
+        kwargs = sampling_job_kwargs(run.folder, run.config, run.erd_report, resume=run.resumed,
+                                     stop_td=run.settings.stop_td,
+                                     journal_settings={"settings": asdict(run.settings), **(journal_settings or {})})
+        kwargs.update(specimen=info.specimen, send_maps=True)
         self._t_start = time.perf_counter()
         return s.run_job("run_slads", kwargs, on_message=self._on_message, on_done=self._on_done, start=start,
                          prepare=prepare)
@@ -1327,31 +1335,22 @@ class SamplingWidget(QWidget):
                                           title="Writing the run's results")
 
     def _full_result(self, r: dict) -> dict:
-        """The job's result plus what result.json of the CLI holds (models, settings, truth)."""
+        """The job's result as every run writes it (:meth:`RunResult.from_job`: models,
+        settings with this display's, ground truth, microscope)."""
         info, run = self._info, self.run
-        out = dict(r)
-        crep, erep = run.classifier_report, run.erd_report
-        out["misclassification"] = crep.get("misclassification", float("nan"))
-        out["classifier"] = {k: crep[k] for k in ("misclassification", "confusion", "threshold", "n_train",
-                                                  "n_val", "seconds", "path") if k in crep}
-        out["erd_model"] = {k: erep[k] for k in ("c", "c_search", "rows", "seconds", "regressor", "stopping",
-                                                 "path") if k in erep}   # "erd" is the ERD map
-        out["c"] = erep.get("c", r.get("c"))
-        out["settings"] = {**asdict(run.settings), **run.gui}
-        out["source"] = run.source
-        out["run_folder"] = str(run.folder)
-        out["resumed"] = run.resumed
-        # a microscope run has a ground truth only when a specimen file was given
-        out["ground_truth"] = getattr(info.specimen, "phase_map", None)
-        out["specimen_labels"] = getattr(info.specimen, "labels", None)
-        if out.get("td") is None:
-            out["td"] = float("nan")          # unknown without a ground truth (as slads-eds acquire)
+        microscope = None
         if isinstance(info, MicroscopeRun):
             mic = info.specimen
-            out["microscope"] = {"url": mic.url, "dwell_s": mic.dwell_s, "info": mic.info.to_dict(),
-                                 "ground_truth_file": info.truth_file}
-        out["wall_seconds"] = self.last_run_wall
-        return out
+            microscope = {"url": mic.url, "dwell_s": mic.dwell_s, "info": mic.info.to_dict(),
+                          "ground_truth_file": info.truth_file}
+        # a microscope run has a ground truth only when a specimen file was given
+        return RunResult.from_job(
+            r, mode="microscope" if microscope else "run", config=run.config or run.settings.sampling,
+            settings={**asdict(run.settings), **run.gui}, source=run.source,
+            classifier_report=run.classifier_report, erd_report=run.erd_report, seconds=r.get("seconds", 0.0),
+            ground_truth=getattr(info.specimen, "phase_map", None),
+            specimen_labels=getattr(info.specimen, "labels", None), microscope=microscope,
+            run_folder=run.folder, resumed=run.resumed, wall_seconds=self.last_run_wall).to_dict()
 
     def _summary(self, r: dict) -> str:
         H, W = r["grid"]
