@@ -201,7 +201,11 @@ def test_elements_from_phase_names_and_bad_metadata(tmp_path, run_result):
 
     assert elements_of(["Si", "Fe"]) == ["Fe", "Si"]
     assert elements_of(["MgO", "K412 glass", "Pb 0.7, Sn 0.3"]) == ["Al", "Ca", "Fe", "Mg", "O", "Pb", "Si", "Sn"]
-    assert elements_of(["phase 1", "Quartz", "matrix"]) == []
+    assert elements_of(["nist_Si_std_15kV", "nist_CaF2_std_15kV", "tima_calcite_25kV"]) == ["C", "Ca", "F", "O", "Si"]
+    assert elements_of(["phase 1", "Quartz", "matrix", "phase_A"]) == []
+    from napari_slads_eds.spectra import BUNDLED_STANDARDS
+    for name, fname in BUNDLED_STANDARDS.items():       # every bundled standard, by name and file stem
+        assert elements_of([name]) and elements_of([name]) == elements_of([fname.rsplit(".", 1)[0]])
     result, spectra = run_result
     back = load_export(export_run(dict(result, phase_names=["phase 1", "phase 2"]), tmp_path / "p.hspy",
                                   spectra=spectra, axis=AXIS))

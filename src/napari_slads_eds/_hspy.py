@@ -59,27 +59,37 @@ _SYMBOLS = frozenset((
     "Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd "
     "Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am "
     "Cm Bk Cf Es Fm Md No Lr").split())
-#: Phase names that are not formulas: the bundled NIST K412 glass (SiO2, MgO, CaO, FeO, Al2O3).
-_KNOWN_ELEMENTS = {"k412 glass": ("O", "Mg", "Al", "Si", "Ca", "Fe"), "k412": ("O", "Mg", "Al", "Si", "Ca", "Fe")}
+#: Phase names that are not formulas: the bundled standards under their file names (the
+#: classifier's phase names are the spectrum files' stems, e.g. "nist_Si_std_15kV"), the
+#: NIST K412 glass (SiO2, MgO, CaO, FeO, Al2O3) and calcite (CaCO3).
+_K412 = ("O", "Mg", "Al", "Si", "Ca", "Fe")
+_KNOWN_ELEMENTS = {"k412 glass": _K412, "k412": _K412, "nist_k412_glass_15kv": _K412,
+                   "calcite": ("C", "O", "Ca"), "tima_calcite_25kv": ("C", "O", "Ca"),
+                   "nist_mgo_std_15kv": ("Mg", "O"), "nist_al_std_15kv": ("Al",),
+                   "nist_si_std_15kv": ("Si",), "nist_caf2_std_15kv": ("Ca", "F"),
+                   "nist_fe_std_15kv": ("Fe",)}
+
+
+def _formula_elements(s: str) -> list[str]:
+    toks = re.findall(r"[A-Z][a-z]?", s)
+    rest = re.sub(r"[A-Z][a-z]?", "", s)
+    if toks and all(t in _SYMBOLS for t in toks) and re.fullmatch(r"[\d\s.,;:=%()]*", rest):
+        return toks
+    return []
 
 
 def elements_of(names) -> list[str]:
-    """Element symbols of phase names that are formulas or compositions.
+    """Element symbols of phase names that are formulas, compositions or bundled standards.
 
-    ``"Si"``, ``"CaF2"``, ``"MgO"``, ``"Pb 0.7, Sn 0.3"`` and the bundled ``"K412 glass"``
-    give their elements; names that are not formulas (``"phase 1"``, ``"matrix"``) give
-    none.  Returns a sorted list of unique symbols (possibly empty).
+    ``"Si"``, ``"CaF2"``, ``"MgO"``, ``"Pb 0.7, Sn 0.3"``, ``"K412 glass"`` and the bundled
+    standards' file stems (``"nist_Si_std_15kV"``, what a classifier trained on them
+    calls its phases) give their elements; other names (``"phase 1"``, ``"matrix"``) give
+    none rather than a guess.  Returns a sorted list of unique symbols (possibly empty).
     """
     out: set[str] = set()
     for name in names or ():
         s = str(name).strip()
-        if s.lower() in _KNOWN_ELEMENTS:
-            out.update(_KNOWN_ELEMENTS[s.lower()])
-            continue
-        toks = re.findall(r"[A-Z][a-z]?", s)
-        rest = re.sub(r"[A-Z][a-z]?", "", s)
-        if toks and all(t in _SYMBOLS for t in toks) and re.fullmatch(r"[\d\s.,;:=%()]*", rest):
-            out.update(toks)
+        out.update(_KNOWN_ELEMENTS.get(s.lower()) or _formula_elements(s))
     return sorted(out)
 
 
