@@ -83,24 +83,145 @@ def test_export_roundtrip(tmp_path, run_result, suffix):
     assert float(back["export_pixel_size"]) == 2.5
 
 
-def test_hyperspy_loads_the_export_with_the_right_axes(tmp_path, run_result):
+@pytest.mark.parametrize("suffix", [".hspy", ".zspy"])
+def test_hyperspy_opens_the_export_as_an_xy_spectrum_image_with_maps(tmp_path, run_result, suffix):
+    hs = pytest.importorskip("hyperspy.api")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if suffix == ".zspy":
+        _need_zspy()
+    result, spectra = run_result
+    result = dict(result, phase_names=["Si", "CaF2"])
+    f = export_run(result, tmp_path / f"run{suffix}", spectra=spectra, axis=AXIS, beam_energy_keV=15.0,
+                   pixel_size=2.5, pixel_units="µm", live_time_s=10.0, energy_resolution_MnKa_eV=130.0)
+    s = hs.load(f)
+    assert not isinstance(s, list)
+    assert s.data.shape == (12, 15, AXIS.size) and s.data.dtype == np.uint16     # (y, x, E)
+    x, y = s.axes_manager.navigation_axes
+    assert (x.name, x.size, y.name, y.size) == ("x", 15, "y", 12)
+    for a in (x, y):
+        assert a.scale == pytest.approx(2.5) and a.units == "µm" and a.offset == 0
+    e, = s.axes_manager.signal_axes
+    assert e.name == "Energy" and e.units == "keV"
+    assert e.offset == pytest.approx(-0.1) and e.scale == pytest.approx(0.01) and e.size == AXIS.size
+    pos = result["positions"]
+    for i in (0, 7, 29):
+        r, c = pos[i]
+        np.testing.assert_array_equal(s.inav[int(c), int(r)].data, spectra[i])
+    unmeasured = np.argwhere(~result["mask"])[0]
+    assert not s.inav[int(unmeasured[1]), int(unmeasured[0])].data.any()
+    assert int(np.count_nonzero(s.data.sum(-1))) == int(np.count_nonzero(spectra.sum(-1)))
+    assert "zero counts" in s.metadata.SLADS.unmeasured_pixels
+    maps = s.metadata.SLADS.Maps
+    rec = maps.reconstruction
+    assert isinstance(rec, hs.signals.Signal2D)
+    np.testing.assert_array_equal(rec.data, result["reconstruction"])
+    np.testing.assert_array_equal(maps.mask.data.astype(bool), result["mask"])
+    np.testing.assert_allclose(maps.erd.data, result["erd"])
+    np.testing.assert_array_equal(maps.ground_truth.data, result["ground_truth"])
+    rx, ry = rec.axes_manager.signal_axes
+    assert (rx.name, rx.size, ry.name, ry.size) == ("x", 15, "y", 12)
+    assert rx.scale == pytest.approx(2.5) and ry.units == "µm"
+    assert list(s.metadata.Sample.elements) == ["Ca", "F", "Si"]
+    sem = s.metadata.Acquisition_instrument.SEM
+    assert sem.beam_energy == 15.0
+    assert sem.Detector.EDS.live_time == 10.0 and sem.Detector.EDS.energy_resolution_MnKa == 130.0
+    assert s.metadata.Signal.signal_type == "EDS_SEM"
+    np.testing.assert_array_equal(s.metadata.SLADS.positions, pos)
+    assert json.loads(s.metadata.SLADS.result_json)["td"] == 0.05
+    # plots without a GUI
+    r, c = pos[3]
+    s.inav[int(c), int(r)].plot()
+    rec.plot()
+    assert len(plt.get_fignums()) >= 2
+    plt.close("all")
+
+
+def _write_format1(path, result, spectra):
+    """A file in the format-1 layout (1-D "measurement" navigation, maps as arrays in
+    metadata.SLADS), as napari-slads-eds wrote it before the x/y layout."""
+    from rsciio.hspy import file_writer
+
+    slads = {k: np.asarray(result[k]) for k in ("positions", "labels", "reconstruction", "erd")}
+    slads.update(mask=result["mask"].astype(np.uint8), td_curve=np.asarray(result["td_curve"], float),
+                 grid=[12, 15], pixel_size=2.0, pixel_units="nm", result_json=json.dumps({"td": 0.05}),
+                 format="napari-slads-eds run export", format_version=1)
+    axes = [{"name": "measurement", "size": len(spectra), "offset": 0.0, "scale": 1.0, "units": "",
+             "navigate": True},
+            {"name": "Energy", "size": AXIS.size, "offset": -0.1, "scale": 0.01, "units": "keV",
+             "navigate": False}]
+    md = {"General": {"title": "SLADS run"}, "Signal": {"signal_type": "EDS_SEM"}, "SLADS": slads}
+    file_writer(str(path), {"data": spectra, "axes": axes, "metadata": md, "original_metadata": {},
+                            "tmp_parameters": {}, "attributes": {"_lazy": False}, "learning_results": {},
+                            "models": {}, "package_info": {"name": "napari-slads-eds", "version": "0"}},
+                show_progressbar=False)
+
+
+def test_format1_exports_still_load(tmp_path, run_result):
+    result, spectra = run_result
+    f = tmp_path / "old.hspy"
+    _write_format1(f, result, spectra)
+    assert is_export_file(f)
+    back = load_export(f)
+    np.testing.assert_array_equal(back["positions"], result["positions"])
+    np.testing.assert_array_equal(back["reconstruction"], result["reconstruction"])
+    np.testing.assert_array_equal(back["mask"], result["mask"])
+    np.testing.assert_allclose(back["spectra"], spectra)
+    assert back["energy_axis"] == AXIS and back["td"] == 0.05 and float(back["export_pixel_size"]) == 2.0
+    assert [t for _, _, t in napari_get_reader(str(f))(str(f))] == ["labels", "image", "points"]
+
+
+def test_counts_dtype_and_repeated_positions(tmp_path, run_result):
     hs = pytest.importorskip("hyperspy.api")
     result, spectra = run_result
-    for suffix in (".hspy", ".zspy"):
-        if suffix == ".zspy" and not _zspy_works():
-            continue
-        f = export_run(result, tmp_path / f"run{suffix}", spectra=spectra, axis=AXIS, beam_energy_keV=15.0)
-        s = hs.load(f)
-        assert s.data.shape == (30, AXIS.size)
-        nav, sig = s.axes_manager.navigation_axes[0], s.axes_manager.signal_axes[0]
-        assert nav.name == "measurement" and nav.size == 30
-        assert sig.name == "Energy" and sig.units == "keV"
-        assert sig.offset == pytest.approx(-0.1) and sig.scale == pytest.approx(0.01)
-        assert s.metadata.Signal.signal_type in ("EDS_SEM", "")
-        assert s.metadata.Acquisition_instrument.SEM.beam_energy == 15.0
-        np.testing.assert_array_equal(s.metadata.SLADS.reconstruction, result["reconstruction"])
-        np.testing.assert_array_equal(s.metadata.SLADS.positions, result["positions"])
-        assert json.loads(s.metadata.SLADS.result_json)["td"] == 0.05
+    big = spectra.copy()
+    big[0, 5] = 70000                     # > uint16
+    frac = spectra + 0.5                  # not counts
+    for sp, dt in ((big, np.uint32), (frac, np.float32)):
+        f = export_run(result, tmp_path / f"{np.dtype(dt).name}.hspy", spectra=sp, axis=AXIS)
+        assert hs.load(f).data.dtype == dt
+        np.testing.assert_array_equal(load_export(f)["spectra"], sp)
+    # a position measured twice: the cube cannot hold both, the 1-D measurement layout is kept
+    rep = dict(result)
+    rep["positions"] = np.concatenate([result["positions"], result["positions"][:1]])
+    rep["labels"] = np.concatenate([result["labels"], result["labels"][:1]])
+    sp = np.concatenate([spectra, spectra[:1] + 1])
+    f = export_run(rep, tmp_path / "rep.hspy", spectra=sp, axis=AXIS)
+    s = hs.load(f)
+    assert s.data.shape == (31, AXIS.size) and s.axes_manager.navigation_axes[0].name == "measurement"
+    assert s.metadata.SLADS.spectra_layout == "measurement"
+    np.testing.assert_allclose(load_export(f)["spectra"], sp)
+
+
+def test_elements_from_phase_names_and_bad_metadata(tmp_path, run_result):
+    from napari_slads_eds._hspy import elements_of
+
+    assert elements_of(["Si", "Fe"]) == ["Fe", "Si"]
+    assert elements_of(["MgO", "K412 glass", "Pb 0.7, Sn 0.3"]) == ["Al", "Ca", "Fe", "Mg", "O", "Pb", "Si", "Sn"]
+    assert elements_of(["nist_Si_std_15kV", "nist_CaF2_std_15kV", "tima_calcite_25kV"]) == ["C", "Ca", "F", "O", "Si"]
+    assert elements_of(["phase 1", "Quartz", "matrix", "phase_A"]) == []
+    from napari_slads_eds.spectra import BUNDLED_STANDARDS
+    for name, fname in BUNDLED_STANDARDS.items():       # every bundled standard, by name and file stem
+        assert elements_of([name]) and elements_of([name]) == elements_of([fname.rsplit(".", 1)[0]])
+    result, spectra = run_result
+    back = load_export(export_run(dict(result, phase_names=["phase 1", "phase 2"]), tmp_path / "p.hspy",
+                                  spectra=spectra, axis=AXIS))
+    assert "export_elements" not in back
+    back = load_export(export_run(result, tmp_path / "e.npz", spectra=spectra, axis=AXIS, elements=["Si", "Fe"],
+                                  live_time_s=2.0))
+    assert back["export_elements"] == ["Fe", "Si"] and back["export_live_time_s"] == 2.0
+    with pytest.raises(InputError, match="not element symbols"):
+        export_run(result, tmp_path / "x.hspy", elements=["iron"])
+    with pytest.raises(InputError, match="live_time_s must be a positive"):
+        export_run(result, tmp_path / "x.hspy", live_time_s=-1)
+    with pytest.raises(InputError, match="pixel_size must be a number"):
+        export_run(result, tmp_path / "x.hspy", pixel_size="wide")
+    bad = dict(result, positions=result["positions"] + [0, 20])
+    with pytest.raises(InputError, match="outside the 12 x 15 grid"):
+        export_run(bad, tmp_path / "x.hspy")
 
 
 @pytest.mark.parametrize("suffix", [".hspy", ".npz"])
@@ -113,8 +234,10 @@ def test_unknown_calibration_is_left_out_not_written_as_zero(tmp_path, run_resul
     if suffix == ".hspy":
         hs = pytest.importorskip("hyperspy.api")
         s = hs.load(tmp_path / "sim.hspy")
-        assert "Acquisition_instrument" not in s.metadata
+        assert "Acquisition_instrument" not in s.metadata   # (exspy, when installed, adds its defaults)
         assert "beam_energy_keV" not in s.metadata.SLADS and "pixel_size" not in s.metadata.SLADS
+        for a in (*s.axes_manager.navigation_axes, *s.metadata.SLADS.Maps.reconstruction.axes_manager.signal_axes):
+            assert a.scale == 1 and a.units == "px"            # pixel units without a calibration
 
 
 def test_export_without_spectra_and_bad_input(tmp_path, run_result):

@@ -1,22 +1,23 @@
 """Export and reload a SLADS run as a HyperSpy file (``.hspy``/``.zspy``) or a plain ``.npz``.
 
-Layout of the HyperSpy file (written through RosettaSciIO, loads with ``hs.load``)::
+The HyperSpy file (format version 2, written through RosettaSciIO; the full layout and
+the reasons for it are in :mod:`napari_slads_eds._hspy`)::
 
-    signal           EDS_SEM, data (n, p) float32: the n measured spectra in measurement order
-      axes           "measurement" (navigation, index 0..n-1)
-                     "Energy" (signal, keV, offset and scale of the spectra's energy axis)
-    metadata.Acquisition_instrument.SEM.beam_energy   keV (when known)
-    metadata.SLADS   positions (n, 2) int64 (row, col) | labels (n,) int16 (0..L) |
-                     reconstruction (H, W) int16 | mask (H, W) bool | ground_truth (H, W) |
-                     erd (H, W) | td_curve (k, 2) [fraction, TD] | td_curve_random,
-                     td_curve_halton (k, 2) | grid [H, W] | pixel_size, pixel_units |
-                     result_json (the result.json text: settings, TD, baselines, ...)
+    s = hs.load("run.hspy")      # EDS_SEM (H, W | p): x/y navigation, Energy (keV)
+    s.inav[col, row]             # the spectrum measured at (row, col); zeros elsewhere
+    s.metadata.SLADS.Maps.reconstruction   # Signal2D (H, W), x/y calibrated; also mask,
+                                           # erd, ground_truth, specimen_labels
+    s.metadata.SLADS.positions   # (n, 2) int64 (row, col) in measurement order; labels,
+                                 # td curves, grid, result_json (settings, TD, baselines)
+    s.metadata.Sample.elements, s.metadata.Acquisition_instrument.SEM (when known)
 
-The ``.npz`` holds the same arrays under the same names plus ``spectra`` (n, p),
-``energy_axis_json`` and ``result_json`` (no pickle: ``np.load(..., allow_pickle=False)``).
-:func:`load_export` reads either back into the dictionary :func:`export_run` took (the
-form of :func:`napari_slads_eds.results.load_run`, plus ``spectra`` and ``energy_axis``),
-and :func:`export_layers` turns it into napari layer data (used by the reader).
+Files of format version 1 (1-D "measurement" navigation, the maps as plain arrays in
+``metadata.SLADS``) still load.  The ``.npz`` holds the arrays under the same names plus
+``spectra`` (n, p), ``energy_axis_json``, ``result_json`` and ``export_json`` (no pickle:
+``np.load(..., allow_pickle=False)``).  :func:`load_export` reads either back into the
+dictionary :func:`export_run` took (the form of :func:`napari_slads_eds.results.load_run`,
+plus ``spectra`` and ``energy_axis``), and :func:`export_layers` turns it into napari layer
+data (used by the reader).
 
 Nothing here imports Qt or TensorFlow; HyperSpy itself is not needed (RosettaSciIO writes
 and reads the file).
@@ -25,13 +26,14 @@ and reads the file).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ._files import JOURNAL_NAME, jsonable, read_npz
 from ._validation import InputError, check_spectra
+from ._hspy import FORMAT_VERSION as _FORMAT_VERSION
+from ._hspy import read_hspy, write_hspy
 from .spectra import EnergyAxis
 
 __all__ = ["export_run", "load_export", "export_layers", "EXPORT_SUFFIXES", "is_export_file"]
@@ -39,7 +41,6 @@ __all__ = ["export_run", "load_export", "export_layers", "EXPORT_SUFFIXES", "is_
 #: Suffixes :func:`export_run` writes.
 EXPORT_SUFFIXES = (".hspy", ".zspy", ".npz")
 _FORMAT = "napari-slads-eds run export"
-_FORMAT_VERSION = 1
 _MAP_KEYS = ("reconstruction", "mask", "ground_truth", "specimen_labels", "erd")
 _CURVE_KEYS = ("td_curve", "td_curve_random", "td_curve_halton")
 
@@ -65,6 +66,10 @@ def _arrays(result: dict, spectra, axis: EnergyAxis | None):
                 arrays[k] = v
     if "reconstruction" not in arrays:
         raise InputError("export: the result has no reconstruction")
+    H, W = arrays["reconstruction"].shape
+    if len(pos) and (pos.min() < 0 or pos[:, 0].max() >= H or pos[:, 1].max() >= W):
+        raise InputError(f"export: measured positions outside the {H} x {W} grid "
+                         f"(rows {pos[:, 0].min()}..{pos[:, 0].max()}, cols {pos[:, 1].min()}..{pos[:, 1].max()})")
     for k in _CURVE_KEYS:
         if result.get(k) is not None:
             arrays[k] = np.asarray(result[k], dtype=np.float64).reshape(-1, 2)
@@ -78,27 +83,63 @@ def _arrays(result: dict, spectra, axis: EnergyAxis | None):
     return arrays
 
 
+def _known_number(value, name: str) -> float | None:
+    """A positive finite number, or None for unknown (None or 0, as a run without calibration)."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"export: {name} must be a number, got {value!r}") from None
+    if v == 0:
+        return None
+    if not (np.isfinite(v) and v > 0):
+        raise InputError(f"export: {name} must be a positive finite number, got {value!r}")
+    return v
+
+
 def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = None,
                beam_energy_keV: float | None = None, pixel_size: float | None = None,
-               pixel_units: str = "", overwrite: bool = True) -> Path:
-    """Write a run (positions, spectra, labels, reconstruction, mask, TD curves, settings).
+               pixel_units: str = "", elements=None, live_time_s: float | None = None,
+               energy_resolution_MnKa_eV: float | None = None, overwrite: bool = True) -> Path:
+    """Write a run (positions, spectra, labels, reconstruction, mask, ERD, TD curves, settings).
+
+    The HyperSpy file (``.hspy``/``.zspy``, format version 2, layout in
+    :mod:`napari_slads_eds._hspy`): ``hs.load(path)`` gives one EDS_SEM signal
+    (H, W | p) with x/y navigation (pixel size and units, or scale 1 "px" without a
+    calibration) and the energy axis in keV; the measured spectrum sits at its pixel
+    (``s.inav[col, row]``), unmeasured pixels hold zero counts (the flag and the mask are in
+    ``metadata.SLADS``); counts are uint16 (uint32 when a channel exceeds 65535, float32
+    for non-integer spectra).  The reconstruction, the measurement mask, the ERD map and
+    the ground truth are x/y-calibrated Signal2D in ``metadata.SLADS.Maps`` (HyperSpy's own
+    way of storing signals in a signal, so one file and one signal from ``hs.load``).
+    Without spectra the file's signal is the reconstruction.
 
     Parameters
     ----------
     result : dict
         A run result (:func:`napari_slads_eds.replay.run_replay`, the engine's
         ``run_slads``, :func:`napari_slads_eds.results.load_run`): needs ``positions``
-        (n, 2), ``labels`` (n,) and ``reconstruction`` (H, W).
+        (n, 2) int (row, col) inside the grid, ``labels`` (n,) and ``reconstruction``
+        (H, W); ``mask``, ``erd``, ``ground_truth`` (H, W) and the TD curves when present.
+        ``phase_names`` (the phases' reference spectra, e.g. ``["Si", "Fe"]``) give
+        ``Sample.elements`` when they are formulas; ``elements``, ``live_time_s`` and
+        ``energy_resolution_MnKa_eV`` entries are used when the keywords are not given.
     path : str or Path
         ``.hspy`` or ``.zspy`` (HyperSpy, via RosettaSciIO) or ``.npz``.
     spectra : array_like, shape (n, p), optional
-        The measured spectra in measurement order (a HyperSpy file without them holds an
-        empty (n, 0)-free signal: one zero channel per measurement).
+        The measured spectra (counts) in measurement order.
     axis : EnergyAxis, optional
         Energy axis of ``spectra`` (required with them).
     beam_energy_keV, pixel_size, pixel_units
         Stored in the metadata when given (a simulated run has neither: the keys are left
-        out rather than written as 0).
+        out rather than written as 0).  ``pixel_size`` in ``pixel_units`` per pixel.
+    elements : str or sequence of str, optional
+        Element symbols for ``metadata.Sample.elements`` (default: from the result).
+    live_time_s : float, optional
+        Live time of one measured spectrum, s (``...Detector.EDS.live_time``).
+    energy_resolution_MnKa_eV : float, optional
+        Detector FWHM at Mn Ka, eV (``...Detector.EDS.energy_resolution_MnKa``).
     overwrite : bool
 
     Returns
@@ -109,8 +150,11 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
     ------
     InputError
         Unknown suffix, an existing file with ``overwrite=False``, a result without
-        positions/labels/reconstruction, spectra that do not match.
+        positions/labels/reconstruction, positions outside the grid, spectra that do not
+        match, a negative or non-numeric calibration, unknown element symbols.
     """
+    from ._hspy import check_elements, elements_of
+
     p = Path(path)
     suf = p.suffix.lower()
     if suf not in EXPORT_SUFFIXES:
@@ -122,10 +166,27 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
     summary["export"] = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
     H, W = arrays["reconstruction"].shape
     extra = {"grid": [int(H), int(W)]}  # unknown calibration is left out, never written as 0
-    if pixel_size:
-        extra.update(pixel_size=float(pixel_size), pixel_units=str(pixel_units or ""))
-    if beam_energy_keV:
-        extra["beam_energy_keV"] = float(beam_energy_keV)
+    px = _known_number(pixel_size, "pixel_size")
+    if px:
+        extra.update(pixel_size=px, pixel_units=str(pixel_units or ""))
+    instrument = {"beam_energy": _known_number(beam_energy_keV, "beam_energy_keV"),
+                  "live_time": _known_number(live_time_s if live_time_s is not None
+                                             else result.get("live_time_s"), "live_time_s"),
+                  "energy_resolution_MnKa": _known_number(
+                      energy_resolution_MnKa_eV if energy_resolution_MnKa_eV is not None
+                      else result.get("energy_resolution_MnKa_eV"), "energy_resolution_MnKa_eV")}
+    for k, name in (("beam_energy", "beam_energy_keV"), ("live_time", "live_time_s"),
+                    ("energy_resolution_MnKa", "energy_resolution_MnKa_eV")):
+        if instrument[k]:
+            extra[name] = instrument[k]
+    if elements is None:
+        elements = result.get("elements")
+    if elements is None:
+        names = result.get("phase_names") or (result.get("settings") or {}).get("phase_names")
+        elements = elements_of(names if isinstance(names, (list, tuple)) else ())
+    elements = check_elements(elements)
+    if elements:
+        extra["elements"] = elements
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -141,61 +202,10 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
         np.savez_compressed(tmp, **out)
         tmp.replace(p)
         return p
-    # HyperSpy file
-    sp = arrays.pop("spectra", None)
-    n = arrays["positions"].shape[0]
-    if sp is None:
-        sp = np.zeros((n, 1), np.float32)
-        e_ax = {"name": "Energy", "size": 1, "offset": 0.0, "scale": 1.0, "units": "keV", "navigate": False}
-    else:
-        e_ax = {"name": "Energy", "size": int(axis.size), "offset": float(axis.offset_keV),
-                "scale": float(axis.scale_keV), "units": "keV", "navigate": False}
-    axes = [{"name": "measurement", "size": int(n), "offset": 0.0, "scale": 1.0, "units": "",
-             "navigate": True}, e_ax]
-    if n == 1:
-        sp = sp.reshape(1, -1)
-    slads = dict(arrays)
-    if "mask" in slads:
-        slads["mask"] = slads["mask"].astype(np.uint8)
-    slads.update(extra)
-    slads["result_json"] = json.dumps(summary)
-    slads["format"] = _FORMAT
-    slads["format_version"] = _FORMAT_VERSION
-    md = {"General": {"title": "SLADS run", "original_filename": p.name},
-          "Signal": {"signal_type": "EDS_SEM", "quantity": "X-rays (Counts)"},
-          "SLADS": slads}
-    if beam_energy_keV:
-        md["Acquisition_instrument"] = {"SEM": {"beam_energy": float(beam_energy_keV)}}
-    signal = {"data": np.ascontiguousarray(sp, dtype=np.float32), "axes": axes, "metadata": md,
-              "original_metadata": {}, "tmp_parameters": {}, "attributes": {"_lazy": False},
-              "learning_results": {}, "models": {},
-              "package_info": {"name": "napari-slads-eds", "version": _version()}}
-    try:
-        if suf == ".hspy":
-            from rsciio.hspy import file_writer
-        else:
-            from rsciio.zspy import file_writer
-    except ImportError as exc:
-        raise InputError(f"export: the {suf} writer of RosettaSciIO cannot be loaded ({exc}); "
-                         f"{'write .hspy instead (or install zarr < 3 with numcodecs)' if suf == '.zspy' else 'install h5py'}"
-                         ) from exc
-    if p.exists():
-        if p.is_dir():
-            import shutil
-
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    try:
-        with warnings.catch_warnings():  # zarr 2's deprecation notice of its NestedDirectoryStore
-            warnings.filterwarnings("ignore", category=FutureWarning, module="zarr")
-            warnings.filterwarnings("ignore", message=".*NestedDirectoryStore.*")
-            file_writer(str(p), signal, show_progressbar=False)
-    except AttributeError as exc:
-        if suf == ".zspy" and ("zarr" in str(exc).lower() or "Store" in str(exc)):
-            raise InputError(f"export: RosettaSciIO's .zspy writer does not work with the installed "
-                             f"zarr ({exc}); write .hspy instead (or install zarr < 3)") from exc
-        raise
+    slads = dict(extra)
+    slads.pop("elements", None)         # metadata.Sample.elements
+    slads.update(result_json=json.dumps(summary), format=_FORMAT, format_version=_FORMAT_VERSION)
+    write_hspy(p, arrays, arrays.pop("spectra", None), axis, slads, instrument, elements, _version())
     return p
 
 
@@ -239,9 +249,10 @@ def load_export(path, *, _check_only: bool = False) -> dict:
     dict
         The run's result entries (``grid``, ``td``, ``td_curve``, ``settings``, ...) and
         arrays ``positions`` (n, 2) int64, ``labels`` (n,) int16, ``reconstruction``
-        (H, W), ``mask`` (H, W) bool, ``spectra`` (n, p) float32 (when exported),
-        ``energy_axis`` (EnergyAxis or None), ``export_pixel_size``,
-        ``export_pixel_units``, ``export_beam_energy_keV``.
+        (H, W), ``mask`` (H, W) bool, ``erd`` (H, W) float, ``spectra`` (n, p) float32 in
+        measurement order (when exported), ``energy_axis`` (EnergyAxis or None), and when
+        known ``export_pixel_size``, ``export_pixel_units``, ``export_beam_energy_keV``,
+        ``export_live_time_s``, ``export_energy_resolution_MnKa_eV``, ``export_elements``.
 
     Raises
     ------
@@ -255,39 +266,9 @@ def load_export(path, *, _check_only: bool = False) -> dict:
     if suf == ".npz":
         out = _from_npz(p)
     elif suf in (".hspy", ".zspy"):
-        from .eds_io import read_rsciio
-
-        items = read_rsciio(p)
-        item = next((it for it in items if "SLADS" in (it.get("metadata") or {})), None)
-        if item is None:
-            raise InputError(f"{p}: a HyperSpy file, but not a napari-slads-eds run export "
-                             "(no metadata.SLADS)")
+        out = read_hspy(p, check_only=_check_only)
         if _check_only:
-            return {"ok": True}
-        md = item["metadata"]
-        slads = dict(md["SLADS"])
-        try:
-            out = json.loads(str(slads.pop("result_json")))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise InputError(f"{p}: corrupt metadata.SLADS.result_json ({exc})") from exc
-        for k in ("positions", "labels", *_MAP_KEYS, *_CURVE_KEYS):
-            if k in slads:
-                out[k] = np.asarray(slads[k])
-        ax = item["axes"][-1]
-        data = np.asarray(item["data"], dtype=np.float32)
-        if data.ndim == 1:
-            data = data.reshape(1, -1)
-        n = out["positions"].shape[0] if "positions" in out else data.shape[0]
-        data = data.reshape(n, -1)
-        if int(ax.get("size", 0)) > 1 or str(ax.get("units")) == "keV" and data.shape[1] > 1:
-            f = 1e-3 if str(ax.get("units", "")).lower() == "ev" else 1.0
-            out["energy_axis"] = EnergyAxis(float(ax["offset"]) * f, float(ax["scale"]) * f, int(ax["size"]))
-            out["spectra"] = data
-        else:
-            out["energy_axis"] = None
-        for k in ("pixel_size", "pixel_units", "beam_energy_keV"):
-            if k in slads:
-                out[f"export_{k}"] = slads[k]
+            return out
     else:
         raise InputError(f"{p}: expected a .hspy, .zspy or .npz run export")
     if "mask" in out:
@@ -425,7 +406,9 @@ def export_command(args) -> int:
     out = export_run(run, args.to, spectra=spectra, axis=ax if spectra is not None else None,
                      beam_energy_keV=run.get("export_beam_energy_keV") or None,
                      pixel_size=run.get("export_pixel_size") or None,
-                     pixel_units=str(run.get("export_pixel_units") or ""))
+                     pixel_units=str(run.get("export_pixel_units") or ""),
+                     elements=run.get("export_elements"), live_time_s=run.get("export_live_time_s"),
+                     energy_resolution_MnKa_eV=run.get("export_energy_resolution_MnKa_eV"))
     g = run.get("grid", list(np.shape(run["reconstruction"])))
     print(f"run: {g[0]} x {g[1]} grid, {run.get('phases', '?')} phases, "
           f"{len(run['positions'])} measured ({100 * float(run.get('sampling_fraction', 0)):.2f} %), "
