@@ -240,3 +240,43 @@ def test_replay_erd_from_the_maps_electron_image():
     assert exp.source["erd_training_mode"] == "electron-image"
     with pytest.raises(InputError, match="erd-training"):
         ReplaySettings(erd_training="nope").check()
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_a_stopped_replay_resumes_from_its_journal(tmp_path, engine):
+    """A replay's run folder is a run folder like any other: cut its journal (as a stop or
+    a crash leaves it), and ``slads-eds resume`` continues it to the same selections."""
+    import shutil
+
+    import h5py
+
+    from napari_slads_eds.cli import main
+    from napari_slads_eds.replay import resume_replay
+
+    si, truth = _generated_map(H=32, W=32)
+    path = tmp_path / "map.npz"
+    np.savez(path, counts=si.counts, energy_offset_keV=si.axis.offset_keV, energy_scale_keV=si.axis.scale_keV,
+             beam_energy_keV=15.0, image_BSE=si.images["BSE"])
+    s = ReplaySettings(fraction=0.3, n_per_phase=40, c_values=(8.0,))     # Poisson classifier, ERD on the BSE
+    full = tmp_path / "full"
+    ref = run_replay(prepare_replay(path, 2, s), full, engine=engine, export=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    (cut / "result.json").unlink()
+    with h5py.File(cut / "journal.h5", "r+") as f:
+        batches = f["record"]["batch"]
+        n = int(np.searchsorted(batches, batches[-1] // 2))       # whole batches only
+        assert 0 < n < len(batches)
+        for name in ("record", "spectrum"):
+            f[name].resize(n, axis=0)
+    res = resume_replay(cut, engine=engine, export=False)
+    assert res["resumed"] and res["n_replayed"] == n and res["mode"] == "replay"
+    np.testing.assert_array_equal(res["positions"], ref["positions"])
+    assert res["td"] == ref["td"]
+    saved = json.loads((cut / "result.json").read_text())
+    assert sorted(saved) == list(RESULT_KEYS)
+    # the command line dispatches a replay's folder to the replay
+    (cut / "result.json").unlink()
+    assert main(["resume", str(cut), "--quiet"]) == 0
+    assert json.loads((cut / "result.json").read_text())["n_replayed"] == ref["n_measured"]

@@ -48,7 +48,6 @@ Nothing here imports TensorFlow; training and sampling run in the engine process
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -73,8 +72,6 @@ __all__ = [
     "prepare_replay",
     "run_replay",
     "spectrum_image_from_layer",
-    "add_replay_parser",
-    "replay_command",
 ]
 
 _THIN_STREAM = 0x7E1
@@ -960,79 +957,3 @@ def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True)
     exp = prepare_replay(path, rf.n_phases, s, engine=engine)
     return run_replay(exp, rf.path, engine=engine, on_message=on_message, export=export, resume=True,
                       baseline_fractions=exp.settings.sampling.baseline_fractions)
-
-
-# ----------------------------------------------------------------------------- command line
-
-def add_replay_parser(sub) -> None:
-    """Register ``slads-eds replay`` (and ``slads-eds export``, see
-    :func:`napari_slads_eds.export.add_export_parser`) on an argparse sub-parsers object."""
-    from .export import add_export_parser
-
-    d = ReplaySettings()
-    p = sub.add_parser("replay", help="replay SLADS on a fully acquired spectrum image (.bcf, .hspy, .rpl, .npz ...)")
-    p.add_argument("--spectrum-image", required=True, help="the acquired map (any RosettaSciIO format or .npz)")
-    p.add_argument("--phases", type=int, required=True, help="number of phases L")
-    p.add_argument("--fraction", type=float, default=d.fraction, help="target sampling fraction (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--truth", choices=("cluster", "classifier"), default=d.truth,
-                   help="ground truth by clustering the full map, or by --classifier (default %(default)s)")
-    p.add_argument("--classifier", default=None,
-                   help="a trained classifier folder to use instead of training one on the map's training share")
-    p.add_argument("--train-share", type=float, default=d.train_share,
-                   help="fraction of the counts set aside (count splitting) to train the classifier (default %(default)s)")
-    p.add_argument("--dwell", type=float, default=None,
-                   help="emulated dwell time as a fraction of the acquired one (default: 1 - train share)")
-    p.add_argument("--smooth", type=float, default=d.smooth, help="Gaussian sigma (pixels) of the clustering (default %(default)s)")
-    p.add_argument("--train", nargs="+", default=None,
-                   help="micrographs for the ERD model (default: the bundled glass BSE micrograph)")
-    p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
-    p.add_argument("--classifier-kind", choices=("poisson", "cnn"), default=d.classifier_kind,
-                   help="classifier trained on the training share: the count-aware Poisson likelihood "
-                        "(default) or the paper's NNR + CNN")
-    p.add_argument("--uncertainty", choices=("soft", "hard"), default="soft",
-                   help="soft: spatial phase decisions and probability votes (default); hard: the paper's labels")
-    p.add_argument("--erd-training", choices=("auto", "micrograph", "electron-image", "both"),
-                   default=d.erd_training,
-                   help="label images of the ERD model: the bundled/--train micrographs, the map's own electron "
-                        "image segmented into L phases, or both; auto (default): the electron image when the "
-                        "map has one")
-    p.add_argument("--calibration", type=float, nargs=2, default=None, metavar=("OFFSET_KEV", "SCALE_KEV"),
-                   help="energy calibration to assume when the file has none")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a run that is already in --out (default: refuse)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_export_parser(sub)
-
-
-def replay_command(args) -> int:
-    """Run ``slads-eds replay`` (or ``slads-eds export``) from parsed arguments (see
-    :func:`add_replay_parser`)."""
-    from ._console import _table, run_with_progress
-
-    if args.command == "export":
-        from .export import export_command
-
-        return export_command(args)
-
-    s = ReplaySettings(fraction=args.fraction, seed=args.seed, truth=args.truth, classifier=args.classifier,
-                       smooth=args.smooth, train_share=args.train_share, dwell=args.dwell,
-                       epochs=args.epochs, train=args.train, classifier_kind=args.classifier_kind,
-                       uncertainty=None if args.uncertainty == "hard" else "soft", erd_training=args.erd_training,
-                       default_calibration=tuple(args.calibration) if args.calibration else None)
-    from ._files import output_folder
-
-    t0 = time.perf_counter()
-    s.check()
-    with output_folder(args.out, refuse_run=True, overwrite=args.overwrite) as out:
-        exp = prepare_replay(args.spectrum_image, args.phases, s)
-        H, W = exp.truth.shape
-        print(f"slads-eds replay: {Path(str(args.spectrum_image)).name}, {H}x{W} map, {args.phases} phases "
-              f"(truth: {s.truth}, fractions {[round(f, 3) for f in exp.source['truth_fractions']]}), "
-              f"{exp.source['mean_counts_per_measurement']:.1f} counts per measurement, "
-              f"target {100 * s.fraction:g} %, output {out}", file=sys.stderr)
-        result = run_with_progress(args.quiet, run_replay, exp, out)
-    print(f"\nSLADS-EDS replay result ({time.perf_counter() - t0:.1f} s, files in {out}):")
-    print(_table(result))
-    return 0

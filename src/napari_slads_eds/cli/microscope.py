@@ -73,8 +73,8 @@ def microscope_command(args) -> int:
     """Run ``slads-eds serve`` or ``slads-eds acquire`` (errors raise InputError)."""
     import importlib.util
 
-    from ._validation import InputError
-    from .server import read_token
+    from .._validation import InputError
+    from ..server import read_token
 
     need = ("fastapi", "uvicorn", "httpx") if args.command == "serve" else ("httpx",)
     missing = [m for m in need if importlib.util.find_spec(m) is None]
@@ -84,8 +84,8 @@ def microscope_command(args) -> int:
 
     token = read_token(args.token_file)
     if args.command == "serve":
-        from ._validation import check_int
-        from .server import serve
+        from .._validation import check_int
+        from ..server import serve
 
         check_int(args.port, "--port", 1, 65535)
         serve(args.specimen, host=args.host, port=args.port, token=token, dwell_delay=args.dwell_delay,
@@ -96,9 +96,9 @@ def microscope_command(args) -> int:
 
 
 def _read_models(run: Path) -> tuple[Path, Path, dict, int]:
-    from ._validation import InputError
-    from .likelihood import classifier_files
-    from .run_folder import CLASSIFIER_DIR, ERD_FILE, TRAINING_FILE, read_json as _read_json
+    from .._validation import InputError
+    from ..likelihood import classifier_files
+    from ..run_folder import CLASSIFIER_DIR, ERD_FILE, TRAINING_FILE, read_json as _read_json
 
     if not run.is_dir():
         raise InputError(f"--models {run}: not a folder (a run folder of slads-eds run/demo)")
@@ -115,14 +115,14 @@ def _read_models(run: Path) -> tuple[Path, Path, dict, int]:
 
 
 def _acquire(args, token) -> int:
-    from ._files import JOURNAL_NAME, OutputFolder, output_folder
-    from ._validation import InputError
-    from ._console import run_with_progress
-    from .engine import Engine
-    from .microscope import HttpMicroscope
-    from .config import SamplingConfig
-    from .run_folder import RunResult
-    from .server import load_served_specimen
+    from .._files import JOURNAL_NAME, OutputFolder, output_folder
+    from .._validation import InputError
+    from .._console import run_with_progress
+    from ..engine import Engine
+    from ..microscope import HttpMicroscope
+    from ..config import SamplingConfig
+    from ..run_folder import RunResult
+    from ..server import load_served_specimen
 
     clf_dir, erd_path, training, L = _read_models(Path(args.models))
     config = SamplingConfig(fraction=args.fraction, initial_fraction=args.initial_fraction, seed=args.seed,
