@@ -142,7 +142,7 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         ``curve_fraction``, ``curve_td`` (the fine curve); ``seconds``; ``worker``.
     """
     from . import jobs
-    from .sampling import halton_order, random_order
+    from .scan_orders import halton_order, random_order
     from .specimen import SimulatedSpecimen
 
     t0 = time.perf_counter()
