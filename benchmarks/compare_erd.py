@@ -56,7 +56,7 @@ def td_at(fr, td, x: float) -> float:
 def static_td(truth, n_phases: int, kind: str) -> list:
     from napari_slads_eds import reconstruct
     from napari_slads_eds.metrics import total_distortion
-    from napari_slads_eds.sampling import halton_order, random_order
+    from napari_slads_eds.scan_orders import halton_order, random_order
 
     H, W = truth.shape
     out = []

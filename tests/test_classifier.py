@@ -184,3 +184,14 @@ def test_pytest_process_never_imports_tensorflow(tf_child):
     assert "tensorflow" not in sys.modules  # ... this process does not
     assert "keras" not in sys.modules
     assert "napari_slads_eds.classifier" not in sys.modules
+
+
+def test_numpy_parts_of_the_classifier_import_no_tensorflow():
+    # classifier_data (preprocessing, threshold) and classifier_numpy (the forward pass of
+    # small batches) are numpy only: usable outside the engine process
+    import subprocess
+
+    code = ("import sys, napari_slads_eds.classifier_data, napari_slads_eds.classifier_numpy\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'napari_slads_eds.classifier') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -116,7 +116,7 @@ def test_mlp_erd_is_deterministic_and_roundtrips(tmp_path, blobs):
 
 def test_sampler_with_mlp_local_equals_full(blobs):
     from napari_slads_eds.erd import MLPERD
-    from napari_slads_eds.sampling import initial_positions
+    from napari_slads_eds.scan_orders import initial_positions
 
     rng = np.random.default_rng(1)
     db = build_training_database([blobs], 2, c_values=(8.0,), densities=(0.02, 0.2), seed=1)

@@ -5,7 +5,7 @@ from napari_slads_eds import InputError, Sampler, reconstruct
 from napari_slads_eds.erd import rd_approximation
 from napari_slads_eds.metrics import total_distortion
 from napari_slads_eds.oracle import oracle_td_curve, rd_map
-from napari_slads_eds.sampling import halton_order
+from napari_slads_eds.scan_orders import halton_order
 
 
 def test_rd_map_equals_rd_approximation(blobs):

@@ -7,7 +7,8 @@ from napari_slads_eds._validation import InputError
 from napari_slads_eds._widgets.replay_view import RunReplay
 from napari_slads_eds.erd import LinearERD
 from napari_slads_eds.reconstruction import reconstruct
-from napari_slads_eds.sampling import Sampler, halton_order, random_order
+from napari_slads_eds.sampling import Sampler
+from napari_slads_eds.scan_orders import halton_order, random_order
 
 
 def _run(shape=(24, 20), n=90, seed=0):

@@ -3,7 +3,7 @@ import pytest
 
 from napari_slads_eds import InputError, Sampler, initial_positions, reconstruct, total_distortion
 from napari_slads_eds.erd import LinearERD, build_training_database
-from napari_slads_eds.sampling import halton_order, random_order
+from napari_slads_eds.scan_orders import halton_order, random_order
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from napari_slads_eds.acquisition import RunConfig, acquire, read_journal, Journ
 from napari_slads_eds.erd import LinearERD, build_training_database
 from napari_slads_eds.likelihood import (PoissonPhaseClassifier, calibration_error, classifier_kind,
                                          load_classifier)
-from napari_slads_eds.sampling import halton_order, initial_positions
+from napari_slads_eds.scan_orders import halton_order, initial_positions
 from napari_slads_eds.spectra import EnergyAxis, ReferenceSpectra
 from napari_slads_eds.uncertainty import (SoftSampler, decide_static, reconstruct_soft, spatial_decision)
 

@@ -805,7 +805,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     import dask.array as da
 
     from napari_slads_eds._widgets._session import measured_mask
-    from napari_slads_eds.sampling import halton_order
+    from napari_slads_eds.scan_orders import halton_order
 
     viewer = make_napari_viewer(show=True)          # the movie grabs the rendered canvas
     _, gt = _gold_specimen(viewer, size=32, factor=4)

@@ -20,7 +20,8 @@ from .metrics import confusion_matrix, total_distortion
 from .pipeline import RunSettings, prepare_experiment, run_experiment
 from .reconstruction import reconstruct
 from .results import load_run, write_run
-from .sampling import Sampler, halton_order, initial_positions, random_order
+from .sampling import Sampler
+from .scan_orders import halton_order, initial_positions, random_order
 from .segmentation import majority_downsample, read_micrograph, segment_phases, split_regions
 from .specimen import SimulatedSpecimen
 from .sweep import sweep

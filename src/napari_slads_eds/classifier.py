@@ -25,15 +25,19 @@ effects: the engine sets TensorFlow's environment and silences its start-up bann
 :func:`napari_slads_eds.engine._start_tensorflow`).  It must only be imported inside the
 spawned engine process, never in the napari (GUI) process: TensorFlow's bundled LLVM
 crashes Mesa's OpenGL there (see DESIGN.md).
+
+This module owns :class:`SpectrumClassifier` (inference, training, files).  Its parts:
+:mod:`~napari_slads_eds.classifier_data` (numpy only: preprocessing, preset vector, noisy
+training copies, threshold), :mod:`~napari_slads_eds.classifier_numpy` (numpy only: the
+forward pass of small batches) and :mod:`~napari_slads_eds.classifier_models` (the Keras
+models, their training callback and the files of a classifier folder).  The public names of the parts are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -41,16 +45,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ._files import write_json_atomic
 from ._validation import InputError, check_spectra
+from .classifier_data import Q, _noisy_copies, choose_threshold, preset_vector, stabilise
+from .classifier_models import (_CNN_FILE, _DETECTOR_FILE, _META_FILE, DETECTOR_HIDDEN, FORMAT_VERSION,
+                                _ProgressCallback, _read_folder, _save_for_inference, build_cnn, build_detector)
+from .classifier_numpy import NUMPY_MAX_BATCH, numpy_forward, numpy_weights
 from .spectra import EnergyAxis, ReferenceSpectra
-
-if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"napari_slads_eds.classifier needs the TensorFlow Keras backend, but Keras uses "
-        f"{keras.backend.backend()!r} (unset KERAS_BACKEND or set it to 'tensorflow')")
 
 __all__ = [
     "SpectrumClassifier",
@@ -64,242 +66,12 @@ __all__ = [
     "Q",
 ]
 
-#: Version of the on-disk format written by :meth:`SpectrumClassifier.save`.
-FORMAT_VERSION = 1
-#: Number of NNR outputs (and neurons per hidden layer), the paper's Q.
-Q = 100
-#: Hidden layers of the NNR detector (section 3.1.3: 5 layers of 100 neurons).
-DETECTOR_HIDDEN = (100, 100, 100, 100, 100)
-
-_DETECTOR_FILE = "detector.keras"
-_CNN_FILE = "cnn.keras"
-_META_FILE = "classifier.json"
-
 #: Spectra per call of the compiled forward pass in :meth:`SpectrumClassifier.predict`.
 PREDICT_CHUNK = 2048
-#: Batches of at most this many spectra run through a numpy copy of the networks, which
-#: has far less per-call overhead than TensorFlow (measured in the engine by
-#: benchmarks/bench_forward.py, see :meth:`SpectrumClassifier._numpy_forward`).  Kept
-#: small: larger numpy matmuls go multi-threaded in OpenBLAS and then contend with
-#: TensorFlow's spinning worker threads (1.3-23 ms at 8 spectra, 1.6 ms compiled).
-NUMPY_MAX_BATCH = 4
 
 
 class TrainingCancelled(RuntimeError):
     """Raised by :meth:`SpectrumClassifier.train` when ``should_stop()`` returned True."""
-
-
-def stabilise(spectra) -> np.ndarray:
-    """Variance-stabilising transform ``sqrt(Z + 3/8)`` of counts (Anscombe-like).
-
-    Parameters
-    ----------
-    spectra : array_like, shape (n, p) or (p,)
-        Counts, non-negative.
-
-    Returns
-    -------
-    ndarray, shape (n, p), float32
-    """
-    z = np.asarray(spectra, dtype=np.float32)
-    if z.ndim == 1:
-        z = z[None, :]
-    return np.sqrt(z + np.float32(0.375))
-
-
-def preset_vector(q: int = Q) -> np.ndarray:
-    """The preset straight line ``f`` the detector maps good spectra onto (eq. 12).
-
-    Returns
-    -------
-    ndarray, shape (q,), float32: ``linspace(0, 1, q)``.
-    """
-    return np.linspace(0.0, 1.0, int(q), dtype=np.float32)
-
-
-def _same_padding(n: int, k: int, s: int) -> tuple[int, int, int]:
-    """Output length and (left, right) padding of TF/Keras ``padding='same'``."""
-    out = -(-n // s)
-    total = max((out - 1) * s + k - n, 0)
-    return out, total // 2, total - total // 2
-
-
-def _np_conv1d_relu(a: np.ndarray, w: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
-    """Keras ``Conv1D(padding='same', activation='relu')`` in numpy: a (n, P, C) -> (n, out, F)."""
-    n, P, C = a.shape
-    k, _, F = w.shape
-    out, left, right = _same_padding(P, k, s)
-    ap = np.zeros((n, P + left + right, C), np.float32)
-    ap[:, left:left + P] = a
-    win = sliding_window_view(ap, k, axis=1)[:, ::s][:, :out]  # (n, out, C, k)
-    if C == 1:
-        y = win[:, :, 0, :] @ w[:, 0, :]
-    else:
-        y = win.transpose(0, 1, 3, 2).reshape(n, out, k * C) @ w.reshape(k * C, F)
-    y += b
-    return np.maximum(y, 0, out=y)
-
-
-def _np_maxpool1d_nonneg(a: np.ndarray, k: int, s: int) -> np.ndarray:
-    """Keras ``MaxPool1D(padding='same')`` in numpy for non-negative (post-ReLU) input."""
-    n, P, C = a.shape
-    out, left, right = _same_padding(P, k, s)
-    ap = np.zeros((n, P + left + right, C), np.float32)  # zero pad == ignore pad for a >= 0
-    ap[:, left:left + P] = a
-    y = ap[:, 0:s * out:s].copy()
-    for j in range(1, k):
-        np.maximum(y, ap[:, j:j + s * out:s], out=y)
-    return y
-
-
-def build_detector(n_channels: int, *, scale: float = 1.0, offset: float = 0.0,
-                   q: int = Q, hidden=DETECTOR_HIDDEN) -> keras.Model:
-    """The NNR ill-spectrum detector ``f_hat`` (section 2.3.1).
-
-    Input ``(batch, p)`` float32 stabilised spectra (:func:`stabilise`) -> ``Rescaling``
-    -> 5 x ``Dense(100, relu)`` -> ``Dense(q)`` linear, output ``(batch, q)``.
-    """
-    inp = keras.Input(shape=(int(n_channels),), name="spectrum")
-    x = layers.Rescaling(float(scale), float(offset), name="rescale")(inp)
-    for i, units in enumerate(hidden):
-        x = layers.Dense(int(units), activation="relu", name=f"hidden_{i + 1}")(x)
-    out = layers.Dense(int(q), name="f_hat")(x)
-    return keras.Model(inp, out, name="nnr_detector")
-
-
-def build_cnn(n_channels: int, n_phases: int, *, scale: float = 1.0,
-              offset: float = 0.0) -> keras.Model:
-    """The paper's 1-D CNN phase classifier (section 2.3.2, Fig. 2, section 3.1.3).
-
-    Input ``(batch, p, 1)`` float32 stabilised spectra -> ``Rescaling`` ->
-    Conv1D(8, 10, stride 2, same, relu) -> MaxPool1D(10, stride 2, same) ->
-    Conv1D(16, 10, stride 2, same, relu) -> MaxPool1D(10, stride 2, same) -> Flatten
-    (``16 * ceil(p / 16)`` values: 2048 for p = 2040 or 2048) -> Dense 100, 32, 8 (relu)
-    -> Dense(L, softmax) (eq. 17).  Output ``(batch, L)`` phase probabilities.
-    """
-    inp = keras.Input(shape=(int(n_channels), 1), name="spectrum")
-    x = layers.Rescaling(float(scale), float(offset), name="rescale")(inp)
-    x = layers.Conv1D(8, 10, strides=2, padding="same", activation="relu", name="conv_1")(x)
-    x = layers.MaxPool1D(10, strides=2, padding="same", name="pool_1")(x)
-    x = layers.Conv1D(16, 10, strides=2, padding="same", activation="relu", name="conv_2")(x)
-    x = layers.MaxPool1D(10, strides=2, padding="same", name="pool_2")(x)
-    x = layers.Flatten(name="flat")(x)
-    x = layers.Dense(100, activation="relu", name="dense_100")(x)
-    x = layers.Dense(32, activation="relu", name="dense_32")(x)
-    x = layers.Dense(8, activation="relu", name="dense_8")(x)
-    with warnings.catch_warnings():  # L = 1: Keras warns that a 1-way softmax is constant
-        warnings.filterwarnings("ignore", message="You are using a softmax over axis")
-        out = layers.Dense(int(n_phases), activation="softmax", name="softmax")(x)
-    return keras.Model(inp, out, name="cnn_classifier")
-
-
-def choose_threshold(var_good, var_ill) -> float:
-    """Detection threshold ``T`` of eq. 16 from validation variances.
-
-    If every good variance is below every ill variance, ``T`` is the geometric mean of
-    the largest good and the smallest ill variance (robust placement in the gap);
-    otherwise ``T`` minimises the number of errors (good ``> T`` plus ill ``<= T``), placed
-    between the two neighbouring variances.
-
-    Parameters
-    ----------
-    var_good, var_ill : array_like, shape (n,), float
-        Variance metric ``sigma^2(Z)`` (eq. 14) of validation good and ill spectra.
-
-    Returns
-    -------
-    float
-    """
-    g = np.sort(np.asarray(var_good, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(var_ill, dtype=np.float64).ravel())
-    if g.size == 0 and b.size == 0:
-        raise InputError("choose_threshold: no validation variances")
-    if b.size == 0:
-        return float(g[-1] * 2.0 + 1e-12)
-    if g.size == 0:
-        return float(b[0] * 0.5)
-
-    def between(lo, hi):
-        if lo > 0 and hi > 0:
-            return math.sqrt(lo * hi)
-        return 0.5 * (lo + hi)
-
-    if g[-1] < b[0]:
-        return float(between(g[-1], b[0]))
-    cand = np.unique(np.concatenate([g, b]))
-    # errors if T == cand[i]: good above T plus ill at or below T
-    err = (g.size - np.searchsorted(g, cand, side="right")) + np.searchsorted(b, cand, side="right")
-    i = int(np.argmin(err))
-    if g.size < err[i]:  # T below every value (all ill detected, all good rejected) is better
-        return float(cand[0] * 0.5)
-    hi = cand[i + 1] if i + 1 < cand.size else cand[i] * 2.0 + 1e-12
-    return float(between(cand[i], hi))
-
-
-class _ProgressCallback(keras.callbacks.Callback):
-    """Reports each epoch through ``progress(dict)`` and stops when ``should_stop()``."""
-
-    def __init__(self, name: str, epochs: int, progress, should_stop):
-        super().__init__()
-        self.name = name
-        self.epochs = epochs
-        self.progress = progress
-        self.should_stop = should_stop
-        self.cancelled = False
-        self.epochs_run = 0
-        self.last_loss = float("nan")
-
-    def _check(self):
-        if self.should_stop is not None and not self.cancelled and self.should_stop():
-            self.cancelled = True
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._check()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.epochs_run = epoch + 1
-        self.last_loss = float(logs.get("loss", float("nan")))
-        if self.progress is not None:
-            info = {"stage": "classifier", "model": self.name, "epoch": epoch + 1,
-                    "epochs": self.epochs, "loss": self.last_loss}
-            if "accuracy" in logs:
-                info["accuracy"] = float(logs["accuracy"])
-            self.progress(info)
-        self._check()
-
-
-def _noisy_copies(refs: np.ndarray, n: int, lam: float, rng: np.random.Generator) -> np.ndarray:
-    """``n`` noisy copies of each row of ``refs`` (r, p): (r * n, p) float32 counts."""
-    rep = np.repeat(np.asarray(refs, dtype=np.float32), n, axis=0)
-    if lam > 0:
-        rep += rng.poisson(lam, size=rep.shape).astype(np.float32)
-    return rep
-
-
-def _save_for_inference(model: keras.Model, path: Path) -> None:
-    """Save ``model`` to ``path`` (``.keras``) without its optimizer state: an uncompiled
-    clone with the same layers and weights is written."""
-    clone = type(model).from_config(model.get_config())      # not compiled: no optimizer
-    clone.set_weights(model.get_weights())
-    clone.save(path)
-
-
-def _check_keras_archive(path: Path) -> None:
-    """Raise :class:`InputError` naming ``path`` unless it is an intact ``.keras`` zip archive."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            bad = zf.testzip()  # CRC of every member
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a valid .keras model file (truncated or corrupt zip "
-                         f"archive: {exc})") from exc
-    if bad is not None:
-        raise InputError(f"{path}: corrupt .keras model file (bad checksum of {bad!r})")
-    missing = {"config.json", "model.weights.h5"} - names
-    if missing:
-        raise InputError(f"{path}: not a Keras model file (missing {', '.join(sorted(missing))})")
 
 
 class SpectrumClassifier:
@@ -390,100 +162,15 @@ class SpectrumClassifier:
 
     # -- inference ------------------------------------------------------------------------
     def _extract_weights(self) -> dict | None:
-        """float32 numpy copies of the weights, for :meth:`_numpy_forward`.
-
-        Returns None (TensorFlow is then used for every batch) unless both models have
-        exactly the layer structure of :func:`build_detector` and :func:`build_cnn`.
-        """
-        def arrays(layer):
-            return [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-
-        def act(layer):
-            return layer.get_config().get("activation")
-
-        def kinds(model):
-            return [type(layer).__name__ for layer in model.layers]
-
-        det, cnn = self.detector, self.cnn
-        n_hidden = len(DETECTOR_HIDDEN)
-        if (kinds(det) != ["InputLayer", "Rescaling"] + ["Dense"] * (n_hidden + 1)
-                or kinds(cnn) != ["InputLayer", "Rescaling", "Conv1D", "MaxPooling1D", "Conv1D",
-                                  "MaxPooling1D", "Flatten", "Dense", "Dense", "Dense", "Dense"]):
-            return None
-        d_dense = det.layers[2:]
-        c_conv = [cnn.layers[2], cnn.layers[4]]
-        c_pool = [cnn.layers[3], cnn.layers[5]]
-        c_dense = cnn.layers[7:]
-        ok = ([act(layer) for layer in d_dense] == ["relu"] * n_hidden + ["linear"]
-              and [act(layer) for layer in c_dense] == ["relu"] * 3 + ["softmax"]
-              and all(act(layer) == "relu" and layer.get_config().get("padding") == "same"
-                      and tuple(layer.get_config().get("dilation_rate", (1,))) == (1,)
-                      and layer.use_bias for layer in c_conv)
-              and all(layer.get_config().get("padding") == "same" for layer in c_pool)
-              and all(layer.use_bias for layer in list(d_dense) + list(c_dense)))
-        if not ok:
-            return None
-
-        def rescaling(model):
-            layer = model.layers[1]
-            return np.float32(layer.scale), np.float32(layer.offset)
-
-        return {
-            "rescale_detector": rescaling(det),
-            "rescale_cnn": rescaling(cnn),
-            "detector": [arrays(layer) for layer in d_dense],
-            "conv": [(*arrays(layer), int(layer.strides[0])) for layer in c_conv],
-            "pool": [(int(layer.pool_size[0]), int(layer.strides[0])) for layer in c_pool],
-            "cnn_dense": [arrays(layer) for layer in c_dense],
-        }
+        """float32 numpy copies of the weights, for :meth:`_numpy_forward`, or None
+        (see :func:`~napari_slads_eds.classifier_numpy.numpy_weights`)."""
+        return numpy_weights(self.detector, self.cnn, len(DETECTOR_HIDDEN))
 
     def _numpy_forward(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The compiled TF forward pass recomputed in numpy (small batches: less overhead).
-
-        ``xs``: stabilised spectra (n, p) float32 -> (variance (n,), probabilities (n, L)),
-        float32; agrees with the TF pass to float32 round-off (largest probability
-        difference 6e-8).
-
-        Kept because it is clearly faster for the batches a pointwise or small-batch run
-        classifies.  Measured in the engine process (``benchmarks/bench_forward.py``,
-        p = 2048, L = 3, 2 cores shared with other work, median ms per call of 200)::
-
-            n spectra   numpy   model(x, training=False)   compiled tf.function
-            1           0.24    15                         0.95
-            2           0.33    16                         1.2
-            4           0.54    16                         1.3
-            8           1.3     16                         1.6
-            16          5.9     21                         1.8
-
-        (a run under heavier load gave the same ranking up to 4 spectra, and 23 ms for the
-        numpy copy at 8), so up to :data:`NUMPY_MAX_BATCH` = 4 spectra use this copy
-        (2.5-4x faster than the compiled pass, 30-60x faster than calling the Keras
-        models), larger batches the compiled ``tf.function`` (``model(x, training=False)``
-        is never the fastest).
-        """
-        w = self._np_weights
-        sc, off = w["rescale_detector"]
-        h = xs * sc + off
-        last = len(w["detector"]) - 1
-        for i, (k, b) in enumerate(w["detector"]):
-            h = h @ k + b
-            if i < last:
-                np.maximum(h, 0, out=h)
-        v = np.var(np.abs(self.f - h), axis=1)  # eqs. 13-15
-        sc, off = w["rescale_cnn"]
-        c = (xs * sc + off)[:, :, None]
-        for (k, b, stride), (size, pstride) in zip(w["conv"], w["pool"]):
-            c = _np_conv1d_relu(c, k, b, stride)
-            c = _np_maxpool1d_nonneg(c, size, pstride)
-        c = c.reshape(len(c), -1)
-        last = len(w["cnn_dense"]) - 1
-        for i, (k, b) in enumerate(w["cnn_dense"]):
-            c = c @ k + b
-            if i < last:
-                np.maximum(c, 0, out=c)
-        c = np.exp(c - c.max(axis=1, keepdims=True))  # softmax, eq. 17
-        c /= c.sum(axis=1, keepdims=True)
-        return v, c
+        """The compiled TF forward pass recomputed in numpy, for batches of at most
+        :data:`NUMPY_MAX_BATCH` spectra (see :func:`~napari_slads_eds.classifier_numpy.numpy_forward`):
+        stabilised spectra (n, p) float32 -> (variance (n,), probabilities (n, L))."""
+        return numpy_forward(self._np_weights, self.f, xs)
 
     def _run(self, spectra) -> tuple[np.ndarray, np.ndarray]:
         x = check_spectra(spectra, self.axis.size, name="spectra")
@@ -805,46 +492,8 @@ class SpectrumClassifier:
         d = Path(directory)
         if not d.is_dir():
             raise InputError(f"classifier folder not found: {d}")
-        paths = {name: d / name for name in (_META_FILE, _DETECTOR_FILE, _CNN_FILE)}
-        for path in paths.values():
-            if not path.is_file():
-                raise InputError(f"{path}: missing classifier file (expected {_META_FILE}, "
-                                 f"{_DETECTOR_FILE} and {_CNN_FILE} in {d})")
-        mpath = paths[_META_FILE]
+        models, fields = _read_folder(d)
         try:
-            meta = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{mpath}: not a readable classifier description ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            got = meta.get("format_version") if isinstance(meta, dict) else None
-            raise InputError(f"{mpath}: unsupported classifier format version {got!r} "
-                             f"(expected {FORMAT_VERSION})")
-        try:
-            axis = EnergyAxis.from_dict(meta["axis"])
-            names = [str(n) for n in meta["phase_names"]]
-            threshold = float(meta["threshold"])
-            f = np.asarray(meta["f"], dtype=np.float32)
-            rescale = {"scale": float(meta["rescale"]["scale"]),
-                       "offset": float(meta["rescale"]["offset"])}
-            report = dict(meta.get("report") or {})
-        except InputError as exc:
-            raise InputError(f"{mpath}: {exc}") from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{mpath}: missing or invalid entry ({exc!r})") from exc
-        if not isinstance(meta["phase_names"], list) or not names:
-            raise InputError(f"{mpath}: phase_names must be a list of one or more names, "
-                             f"got {meta['phase_names']!r}")
-        models = {}
-        for name in (_DETECTOR_FILE, _CNN_FILE):
-            path = paths[name]
-            _check_keras_archive(path)
-            try:
-                models[name] = keras.saving.load_model(path, compile=False, safe_mode=True)
-            except Exception as exc:  # zip, h5 and deserialisation errors of many kinds
-                raise InputError(f"{path}: not a readable Keras model file ({type(exc).__name__}: "
-                                 f"{exc})") from exc
-        try:
-            return cls(models[_DETECTOR_FILE], models[_CNN_FILE], axis=axis, phase_names=names,
-                       threshold=threshold, f=f, rescale=rescale, report=report)
+            return cls(models[_DETECTOR_FILE], models[_CNN_FILE], **fields)
         except InputError as exc:
             raise InputError(f"{d}: the saved models do not match {_META_FILE}: {exc}") from exc

@@ -466,7 +466,8 @@ def simulate_td_curve(truth: np.ndarray, n_phases: int, erd_model, *, stop_fract
     fractions, td : ndarray, ndarray
         The TD curve (eq. 19) after every step.
     """
-    from .sampling import Sampler, initial_positions
+    from .sampling import Sampler
+    from .scan_orders import initial_positions
 
     H, W = truth.shape
     s = Sampler((H, W), n_phases, erd_model, k=k, truth=truth)

@@ -98,7 +98,7 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
         The label a measurement returns at each pixel (e.g. the specimen's labels with
         ill-spectra as 0, i.e. a perfect classifier); default ``truth``.
     initial_fraction, initial_pattern, seed
-        The initial measurements, as :func:`napari_slads_eds.sampling.initial_positions`.
+        The initial measurements, as :func:`napari_slads_eds.scan_orders.initial_positions`.
     batch : int
         Positions per step (the b largest RD values), as the SLADS run's batch.
     k : int
@@ -120,7 +120,8 @@ def oracle_td_curve(truth, n_phases: int, *, c: float, stop_fraction: float, mea
     InputError
         Bad labels, shapes, c, fraction or batch.
     """
-    from .sampling import Sampler, initial_positions
+    from .sampling import Sampler
+    from .scan_orders import initial_positions
 
     L = check_int(n_phases, "n_phases", 1, 255)
     t = check_label_image(truth, L, name="truth")

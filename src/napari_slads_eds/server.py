@@ -4,7 +4,7 @@
 any object with ``shape``, ``axis`` and ``measure(positions)``, e.g. a
 :class:`~napari_slads_eds.replay.ReplaySpecimen`) over HTTP with FastAPI + uvicorn, so
 the whole loop can be run against "a microscope" on localhost.  The protocol is
-described in :mod:`napari_slads_eds.microscope` and ``docs/microscope.md``.
+described in :mod:`napari_slads_eds.microscope_protocol` and ``docs/microscope.md``.
 
 What the reference server does that a facility's server should do as well:
 
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError
-from .microscope import API_PREFIX, PROTOCOL, PROTOCOL_VERSION, encode_counts
+from .microscope_protocol import API_PREFIX, PROTOCOL, PROTOCOL_VERSION, encode_counts
 
 __all__ = ["create_app", "ServerThread", "listen_socket", "read_token", "load_served_specimen", "openapi_schema", "serve",
            "read_measured_log", "MEASURED_LOG"]
