@@ -24,8 +24,8 @@ The parts: :mod:`~napari_slads_eds.sweep_config` (settings, plan of tasks, file 
 :mod:`~napari_slads_eds.sweep_tasks` (the work on the workers: one task, the model
 training), :mod:`~napari_slads_eds.sweep_cluster` (the Dask client and the submission of
 tasks), :mod:`~napari_slads_eds.sweep_output` (the output folder, table and summary).
-This module owns the entry points: :func:`sweep` and the ``slads-eds sweep`` command
-(:func:`add_sweep_parser`, :func:`sweep_command`); it re-exports the public names of
+This module owns the entry point :func:`sweep` (the ``slads-eds sweep`` command is in
+:mod:`napari_slads_eds.cli.sweep`); it re-exports the public names of
 its parts, so ``from napari_slads_eds.sweep import SweepConfig, plan_tasks, ...`` works.
 
 Example
@@ -37,11 +37,8 @@ Example
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-from ._validation import check_int
 from .sweep_cluster import _Cluster, _run_todo
 from .sweep_config import (CONFIG_FILE, CSV_FILE, MODELS_DIR, ROWS_DIR, STRATEGIES, SUMMARY_FILE, TABLE_FILE,
                            SweepConfig, expand_images, plan_tasks)
@@ -49,7 +46,6 @@ from .sweep_output import _check_config, _finished_rows, _table, _write_outputs,
 from .sweep_tasks import run_task
 
 __all__ = ["SweepConfig", "sweep", "plan_tasks", "run_task", "expand_images", "summarise",
-           "add_sweep_parser", "sweep_command",
            "STRATEGIES", "TABLE_FILE", "CSV_FILE", "SUMMARY_FILE", "CONFIG_FILE", "ROWS_DIR", "MODELS_DIR"]
 
 
@@ -147,65 +143,3 @@ def sweep(images, phases: int, *, out, fractions=(0.05, 0.1, 0.2), strategies=ST
         table = _table(cfg, tasks, rows)
         _write_outputs(o, cfg, table, time.perf_counter() - t0)
     return table
-# ---------------------------------------------------------------------------- command line
-
-def add_sweep_parser(sub) -> None:
-    """Register ``slads-eds sweep`` on the CLI's sub-parsers."""
-    d = SweepConfig()
-    p = sub.add_parser("sweep", help="many SLADS / static-scan runs over micrographs, as Dask tasks "
-                                     "(a local cluster, or --scheduler ADDRESS)")
-    p.add_argument("--images", nargs="+", required=True, metavar="GLOB",
-                   help="micrographs (paths or quoted glob patterns)")
-    p.add_argument("--phases", type=int, required=True, help="number of phases L of every micrograph")
-    p.add_argument("--fractions", nargs="+", type=float, default=list(d.fractions),
-                   help="sampling fractions at which TD is reported (default %(default)s)")
-    p.add_argument("--strategies", nargs="+", default=list(d.strategies), choices=STRATEGIES,
-                   help="default: all of %(default)s")
-    p.add_argument("--erd", nargs="+", default=list(d.erd), choices=("linear", "mlp"),
-                   help="ERD models of the SLADS tasks (default linear)")
-    p.add_argument("--batch", nargs="+", type=int, default=list(d.batch),
-                   help="positions per SLADS step (default 1)")
-    p.add_argument("--initial", nargs="+", default=list(d.initial), choices=("halton", "random"),
-                   help="initial 1%% pattern of the SLADS tasks (default halton)")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds), help="default 0")
-    p.add_argument("--size", type=int, default=d.size, help="N of the N x N grid (default %(default)s)")
-    p.add_argument("--downsample", type=int, default=d.downsample,
-                   help="micrograph pixels per grid pixel (default %(default)s)")
-    p.add_argument("--out", required=True, help="output folder (a sweep there is resumed)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="a running Dask scheduler, e.g. tcp://127.0.0.1:8786 (default: a local cluster)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes of the local cluster (default: one per core)")
-    p.add_argument("--target-td", type=float, default=d.target_td,
-                   help="TD the summary reports the beam time for (default %(default)s)")
-    p.add_argument("--dwell", type=float, default=d.dwell, help="seconds per spectrum (default %(default)s)")
-    p.add_argument("--train", nargs="+", default=None, metavar="PATH",
-                   help="ERD training micrographs (default: the non-test regions of --images)")
-    p.add_argument("--model-seed", type=int, default=d.model_seed,
-                   help="seed of the reference spectra and the model training (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="classifier training epochs (default: automatic)")
-    p.add_argument("--c-values", nargs="+", type=float, default=None, metavar="C",
-                   help="candidates for the ERD model's c, chosen by a simulated run (default 2 4 8 16 32)")
-    p.add_argument("--no-pin", action="store_true",
-                   help="do not bind each worker process to a core of its own (default: bind, one "
-                        "core per worker, which makes 2 workers on 2 cores twice as fast as 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def sweep_command(args) -> int:
-    """Run ``slads-eds sweep`` from parsed arguments; print the summary."""
-    if args.workers is not None:
-        check_int(args.workers, "--workers", 1, 1024)
-    log = (lambda text: None) if args.quiet else (lambda text: print(f"slads-eds: {text}", file=sys.stderr))
-    table = sweep(args.images, args.phases, out=args.out, fractions=args.fractions,
-                  strategies=args.strategies, erd=args.erd, batch=args.batch, initial=args.initial,
-                  seeds=args.seeds, size=args.size, downsample=args.downsample, scheduler=args.scheduler,
-                  workers=args.workers, target_td=args.target_td, dwell=args.dwell, train=args.train or (),
-                  model_seed=args.model_seed, epochs=args.epochs, c_values=tuple(args.c_values or ()),
-                  progress=not args.quiet, log=log, pin_cores=not args.no_pin)
-    print((Path(args.out) / SUMMARY_FILE).read_text())
-    n_err = int((table["status"] != "ok").sum())
-    if n_err:
-        print(f"slads-eds: {n_err} of {len(table)} tasks failed (see the table's 'error' column)",
-              file=sys.stderr)
-    return 0
