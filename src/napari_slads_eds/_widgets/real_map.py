@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
+from .._reader import RUN_KEY
 from .._validation import InputError
 from ._common import LayerCombo, float_spin, int_spin, set_progress, set_status, status_label, user_action
 from ._session import _real, session_for
@@ -168,11 +169,14 @@ class RealMapWidget(QWidget):
         self._mask = np.zeros((H, W), dtype=np.uint8)
         # the mask as bright dots and the reconstruction as phase outlines, so that the electron
         # image stays readable under them
+        # metadata[RUN_KEY]: the layers' roles, for the writer (File > Save Selected Layers)
         spec = {"replay mask": (self._mask, dict(colormap="magenta", blending="additive", opacity=1.0,
-                                                 contrast_limits=(0, 1))),
-                "replay reconstruction": (np.zeros((H, W), np.int16), dict(opacity=1.0)),
+                                                 contrast_limits=(0, 1), metadata={RUN_KEY: "mask"})),
+                "replay reconstruction": (np.zeros((H, W), np.int16),
+                                          dict(opacity=1.0, metadata={RUN_KEY: "reconstruction"})),
                 "replay ERD": (np.zeros((H, W), np.float32), dict(colormap="inferno", opacity=0.6,
-                                                                   visible=self.show_erd.isChecked()))}
+                                                                   visible=self.show_erd.isChecked(),
+                                                                   metadata={RUN_KEY: "erd"}))}
         for name in ("replay reconstruction", "replay ERD", "replay mask"):
             data, kw = spec[name]
             if name in self.viewer.layers:
