@@ -191,7 +191,7 @@ def test_spectrum_file_is_drawn_in_the_plots_dock(make_napari_viewer):
     np.testing.assert_allclose(line.get_xdata(), s.axis.energies)
     np.testing.assert_allclose(line.get_ydata(), s.counts)
     assert dock.tabs.currentWidget() is dock.spectrum and "Si" in dock.spectrum.title
-    assert not spec.visible            # drawn in the dock, not as a path over the maps
+    assert not spec.visible and len(spec.data) == 0   # drawn in the dock, not as a path over the maps
     viewer.layers.selection.active = before      # selecting a spectrum layer draws it again
     np.testing.assert_allclose(dock.spectrum.ax.get_lines()[-1].get_ydata(), before.metadata["counts"])
 

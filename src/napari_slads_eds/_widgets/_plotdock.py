@@ -5,8 +5,9 @@ Plots dock (:meth:`~._session.Session.plots_dock`): a spectrum layer of the plug
 reader (``metadata["kind"] == "eds_spectrum"``: an EMSA/MSA, ``.spx`` or 1-D ``.hspy``
 file) is drawn on the dock's Spectrum tab -- energy (keV) against counts -- when it is
 added and whenever it becomes the selected layer.  A spectrum layer added while the dock
-is open is hidden on the canvas (its path, channels x scaled counts, would only distort
-the view of the maps); without the dock the path layer is what shows the spectrum.
+is open stays in the layer list as the spectrum's handle, emptied and hidden on the canvas
+(its path, channels x scaled counts, would stretch the view of the maps and mix pixel units
+with their µm); without the dock the path layer is what shows the spectrum.
 """
 
 from __future__ import annotations
@@ -119,7 +120,22 @@ class SpectrumLayerWatcher:
     def _on_inserted(self, event) -> None:
         layer = event.value
         if is_spectrum_layer(layer) and self.show(layer):
+            self._as_handle(layer)
+
+    def _as_handle(self, layer) -> None:
+        """Empty and hide a drawn spectrum layer: it stays in the layer list as the
+        spectrum's handle (select it to draw it again), without stretching the view (its
+        path spans channels x 256 rows) or mixing its pixel units with calibrated maps."""
+        try:
             layer.visible = False
+            layer.data = []
+            v = self._viewer()
+            other = next((l for l in (v.layers if v is not None else []) if l is not layer and l.ndim >= 2
+                          and str(l.units[-1]) != "pixel"), None)
+            if other is not None:
+                layer.units = tuple(other.units[-2:])
+        except Exception as exc:   # napari API change: the layer just stays as it is
+            log.debug("spectrum layer %r not emptied: %s", layer.name, exc)
 
     def _on_active(self, event) -> None:
         if is_spectrum_layer(event.value):

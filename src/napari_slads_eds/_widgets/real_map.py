@@ -161,6 +161,7 @@ class RealMapWidget(QWidget):
         """Live layers over the map's electron image (shown, under them), camera on the map."""
         H, W = shape
         scale = tuple(layer.scale[-2:])
+        units = tuple(str(u) for u in layer.units[-2:])    # the map's (µm): no mixed-units warning
         el = self.electron_layer(layer)
         if el is not None:
             el.visible = True
@@ -182,10 +183,10 @@ class RealMapWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             if name == "replay reconstruction":
-                lab = self.viewer.add_labels(data, name=name, scale=scale, **kw)
+                lab = self.viewer.add_labels(data, name=name, scale=scale, units=units, **kw)
                 lab.contour = 1
             else:
-                self.viewer.add_image(data, name=name, scale=scale, **kw)
+                self.viewer.add_image(data, name=name, scale=scale, units=units, **kw)
         self.viewer.reset_view()
 
     def _on_show_erd(self, on: bool) -> None:
