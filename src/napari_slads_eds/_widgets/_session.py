@@ -30,8 +30,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from .._validation import InputError
 from ..engine import Engine, EngineError, JobCancelled
 from ._activity import JobProgress
-from ._plotdock import PLOTS_DOCK_HEIGHT, SpectrumLayerWatcher  # noqa: F401 (PLOTS_DOCK_HEIGHT: API)
-from ._plotdock import size_plots_dock as _size_plots_dock
+from ._plotdock import PLOTS_DOCK_HEIGHT, SpectrumLayerWatcher, size_plots_dock as _size_plots_dock  # noqa: F401
 
 __all__ = ["Session", "JobOutcome", "SpecimenInfo", "session_for", "specimen_info", "SPECIMEN_KEY",
            "JOB_TITLES"]
