@@ -333,3 +333,54 @@ def test_cli_export_reloads_runs_and_exports(tmp_path, run_result, capsys):
     assert back["energy_axis"] == AXIS and float(back["export_pixel_size"]) == 3.0
     assert main(["export", str(tmp_path / "missing"), "--to", str(tmp_path / "c.hspy")]) == 2
     assert main(["export", str(tmp_path / "b.npz"), "--to", str(tmp_path / "c.txt")]) == 2
+
+
+def test_reader_and_writer_on_a_run_folder_never_load_the_models(tmp_path, run_result):
+    """Run folder -> reader layers -> writer -> reader, in a fresh process: the classifier,
+    the Keras ERD and TensorFlow are never imported (the napari process must stay TF-free)."""
+    import subprocess
+
+    result, spectra = run_result
+    write_run(dict(result), tmp_path / "runfolder")
+    code = f"""
+import sys
+from napari_slads_eds._reader import napari_get_reader
+from napari_slads_eds._writer import write_run_layers
+folder = {str(tmp_path / 'runfolder')!r}
+layers = napari_get_reader(folder)(folder)
+assert [k for _, _, k in layers] == ["labels", "labels", "image", "points"], layers
+out = write_run_layers({str(tmp_path / 'back.npz')!r}, [l for l in layers if l[2] != "labels" or
+                                                       l[1]["metadata"].get("slads_eds_run") == "reconstruction"])
+back = napari_get_reader(out[0])(out[0])
+assert (back[0][0] == layers[0][0]).all()
+for m in ("napari_slads_eds.classifier", "napari_slads_eds.erd_keras", "tensorflow", "keras"):
+    assert m not in sys.modules, m
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_writer_builds_the_run_from_layer_data_and_refuses_others():
+    from napari_slads_eds._writer import layers_to_run
+
+    rec = np.array([[1, 1, 2], [1, 2, 2]], np.int32)
+    mask = np.array([[1, 0, 0], [0, 0, 1]], np.uint8)
+    lt = [(rec, {"name": "r", "metadata": {"slads_eds_run": "reconstruction", "td": 0.25}}, "labels"),
+          (mask, {"name": "m", "metadata": {"slads_eds_live": "mask"}}, "image")]
+    run, kw = layers_to_run(lt)
+    np.testing.assert_array_equal(run["positions"], [[0, 0], [1, 2]])
+    np.testing.assert_array_equal(run["labels"], [1, 2])
+    assert run["td"] == 0.25 and run["grid"] == [2, 3] and run["sampling_fraction"] == pytest.approx(2 / 6)
+    assert kw == {}                                   # no scale: no pixel size written
+    with pytest.raises(InputError, match="no reconstruction layer"):
+        layers_to_run(lt[1:])
+    with pytest.raises(InputError, match="the mask is \\(3, 3\\)"):
+        layers_to_run([lt[0], (np.zeros((3, 3)), lt[1][1], "image")])
+    with pytest.raises(InputError, match="mask \\(Image\\) or measured points"):
+        layers_to_run(lt[:1])
+    with pytest.raises(InputError, match="two reconstruction layers"):
+        layers_to_run([lt[0], lt[0], lt[1]])
+    pts = (np.array([[5.0, 0.0]]), {"name": "p", "metadata": {"slads_eds_run": "measured"}}, "points")
+    with pytest.raises(InputError, match="outside the 2x3"):
+        layers_to_run([lt[0], pts])

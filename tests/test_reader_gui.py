@@ -33,9 +33,10 @@ def test_viewer_opens_runs_maps_and_spectra_with_the_plugin(make_napari_viewer, 
     counts = np.random.default_rng(0).poisson(1.0, size=(6, 7, 32)).astype(np.uint8)
     m = tmp_path / "map.npz"
     np.savez(m, counts=counts, energy_offset_keV=0.0, energy_scale_keV=0.01)
-    (img,) = viewer.open(str(m), plugin="napari-slads-eds")
+    img, cube = viewer.open(str(m), plugin="napari-slads-eds")
     np.testing.assert_allclose(img.data, counts.sum(2))
     assert img.metadata["spectra"].shape == (6, 7, 32)
+    assert cube.data.shape == (32, 6, 7) and tuple(cube.axis_labels) == ("energy", "y", "x")
 
     spec = viewer.open(str(bundled_standards()["Si"]), plugin="napari-slads-eds")
     assert type(spec[0]).__name__ == "Shapes"

@@ -6,7 +6,9 @@ TensorFlow.  A job's messages are relayed to the GUI thread by a napari ``thread
 generator: the widgets receive every message in their ``on_message`` callback (main
 thread), then one :class:`JobOutcome`.  Errors inside the engine become a napari
 notification (:func:`napari.utils.notifications.show_error`), never a traceback dialog.
-Closing the viewer ends the engine process within a second.
+Closing the viewer ends the engine process within a second.  Each job also has a
+progress bar in napari's activity dock (:class:`~._activity.JobProgress`), closed when the
+job ends; cancelling it there stops the job.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 
 from .._validation import InputError
 from ..engine import Engine, EngineError, JobCancelled
+from ._activity import JobProgress
+from ._plotdock import PLOTS_DOCK_HEIGHT, SpectrumLayerWatcher, size_plots_dock as _size_plots_dock  # noqa: F401
 
 __all__ = ["Session", "JobOutcome", "SpecimenInfo", "session_for", "specimen_info", "SPECIMEN_KEY",
            "JOB_TITLES"]
@@ -36,13 +40,11 @@ log = logging.getLogger(__name__)
 #: Key of the :class:`SpecimenInfo` in the ground-truth layer's ``metadata``.
 SPECIMEN_KEY = "slads_eds_specimen"
 
-#: Height (px) the Plots dock gets when it opens under the workflow dock.
-PLOTS_DOCK_HEIGHT = 300
-
 JOB_TITLES = {
     "train_classifier": "training the spectrum classifier",
     "train_erd": "training the ERD model",
     "run_slads": "the sampling run",
+    "replay": "the replay on a real map",
 }
 
 
@@ -154,31 +156,6 @@ class _CloseWatcher(QObject):
             s.close()
 
 
-def _size_plots_dock(viewer, dock) -> None:
-    """Give the Plots dock :data:`PLOTS_DOCK_HEIGHT` px of its column and the rest to the
-    docks above it (Qt would otherwise split the column by the docks' size hints, which
-    left the workflow dock about 100 px)."""
-    try:
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QDockWidget
-
-        window = viewer.window._qt_window
-        area = window.dockWidgetArea(dock)
-        column = [d for d in window.findChildren(QDockWidget)
-                  if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
-                  and abs(d.x() - dock.x()) < 5]
-        others = [d for d in column if d is not dock]
-        total = sum(d.height() for d in column)
-        h = min(PLOTS_DOCK_HEIGHT, max(dock.minimumSizeHint().height(), total // 2))
-        if others:
-            rest = max(0, total - h)
-            window.resizeDocks(others + [dock], [rest // len(others)] * len(others) + [h], Qt.Orientation.Vertical)
-        else:
-            window.resizeDocks([dock], [h], Qt.Orientation.Vertical)
-    except (AttributeError, RuntimeError) as exc:   # napari internals changed, or the window is gone
-        log.debug("could not size the plot dock: %s", exc)
-
-
 _SESSIONS: dict[int, "Session"] = {}
 
 
@@ -240,6 +217,7 @@ class Session:
         self.workdir = Path(tempfile.mkdtemp(prefix="slads-eds-"))
         self._counter = 0
         self._docks: dict[str, Any] = {}
+        self.progress: JobProgress | None = None   # the running job's activity-dock bar
         self._install_close_watch(viewer)
 
     # ------------------------------------------------------------------ viewer
@@ -311,6 +289,7 @@ class Session:
             _size_plots_dock(viewer, dock)
             for ms in (0, 300):     # again once the new dock is laid out (the first layout ignores it)
                 QTimer.singleShot(ms, lambda: _size_plots_dock(viewer, dock))
+            self._docks["spectra"] = SpectrumLayerWatcher(viewer, w)   # opened spectra drawn there
         self._docks["plots"] = w
         return w
 
@@ -354,14 +333,33 @@ class Session:
         self._stop_requested = False
         if on_message is not None:
             worker.yielded.connect(on_message)
+        worker.yielded.connect(lambda msg: self.progress is not None and self.worker is worker
+                               and self.progress.on_message(msg))
         worker.returned.connect(lambda outcome: self._on_returned(worker, outcome, on_done))
         worker.finished.connect(lambda: self._release(worker))
         # cancelled from napari's task list: stop the engine job too
         worker.aborted.connect(lambda: None if self.closed else self.stop())
         self.busy_changed.emit(True)
+        self._start_progress(worker, name)
         if start:
             worker.start()
         return worker
+
+    def _start_progress(self, worker, name: str) -> None:
+        # made before the worker starts: napari's activity dock processes pending Qt events
+        # while it adds the bar, which must not include this job's messages or its end
+        self._close_progress()
+        p = JobProgress(JOB_TITLES.get(name, name),
+                        on_cancel=lambda: None if self.closed or self.worker is not worker else self.stop())
+        if self.worker is worker and not self.closed:
+            self.progress = p
+        else:
+            p.close()
+
+    def _close_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
 
     def start_engine(self) -> None:
         """Start the engine process now, without waiting: it loads TensorFlow in its own
@@ -431,6 +429,7 @@ class Session:
 
     def _release(self, worker) -> None:
         if self.worker is worker:
+            self._close_progress()
             self.worker = None
             self.job_name = None
             self._job = None
@@ -479,6 +478,7 @@ class Session:
             return
         self.closed = True
         worker = self.worker
+        self._close_progress()
         if self.engine is not None:
             try:
                 self.engine.close(timeout=1.0)

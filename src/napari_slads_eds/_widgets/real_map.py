@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
+from .._reader import RUN_KEY
 from .._validation import InputError
 from ._common import LayerCombo, float_spin, int_spin, set_progress, set_status, status_label, user_action
 from ._session import _real, session_for
@@ -160,6 +161,7 @@ class RealMapWidget(QWidget):
         """Live layers over the map's electron image (shown, under them), camera on the map."""
         H, W = shape
         scale = tuple(layer.scale[-2:])
+        units = tuple(str(u) for u in layer.units[-2:])    # the map's (µm): no mixed-units warning
         el = self.electron_layer(layer)
         if el is not None:
             el.visible = True
@@ -168,20 +170,23 @@ class RealMapWidget(QWidget):
         self._mask = np.zeros((H, W), dtype=np.uint8)
         # the mask as bright dots and the reconstruction as phase outlines, so that the electron
         # image stays readable under them
+        # metadata[RUN_KEY]: the layers' roles, for the writer (File > Save Selected Layers)
         spec = {"replay mask": (self._mask, dict(colormap="magenta", blending="additive", opacity=1.0,
-                                                 contrast_limits=(0, 1))),
-                "replay reconstruction": (np.zeros((H, W), np.int16), dict(opacity=1.0)),
+                                                 contrast_limits=(0, 1), metadata={RUN_KEY: "mask"})),
+                "replay reconstruction": (np.zeros((H, W), np.int16),
+                                          dict(opacity=1.0, metadata={RUN_KEY: "reconstruction"})),
                 "replay ERD": (np.zeros((H, W), np.float32), dict(colormap="inferno", opacity=0.6,
-                                                                   visible=self.show_erd.isChecked()))}
+                                                                   visible=self.show_erd.isChecked(),
+                                                                   metadata={RUN_KEY: "erd"}))}
         for name in ("replay reconstruction", "replay ERD", "replay mask"):
             data, kw = spec[name]
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             if name == "replay reconstruction":
-                lab = self.viewer.add_labels(data, name=name, scale=scale, **kw)
+                lab = self.viewer.add_labels(data, name=name, scale=scale, units=units, **kw)
                 lab.contour = 1
             else:
-                self.viewer.add_image(data, name=name, scale=scale, **kw)
+                self.viewer.add_image(data, name=name, scale=scale, units=units, **kw)
         self.viewer.reset_view()
 
     def _on_show_erd(self, on: bool) -> None:
