@@ -1,4 +1,9 @@
-"""Specimens: anything that answers ``measure(positions) -> spectra``.
+"""Specimens: anything that answers ``measure(positions) -> spectra`` (the
+:class:`Specimen` protocol).
+
+:class:`ReplaySpecimen` replays a fully acquired spectrum image (binomial thinning emulates
+shorter dwell times, :func:`thin_counts`; see :mod:`napari_slads_eds.replay`);
+:class:`~napari_slads_eds.microscope.HttpMicroscope` measures on an instrument.
 
 :class:`SimulatedSpecimen` is the paper's simulated object (section 3.1): a phase map,
 a random subset of pixels turned into ill-spectra (label 0), and for every pixel a
@@ -13,10 +18,47 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Protocol, runtime_checkable
+
 from ._validation import InputError, check_label_image, check_positions, check_seed
+from .eds_io import to_axis
 from .spectra import EnergyAxis, ReferenceSpectra
 
-__all__ = ["SimulatedSpecimen", "save_specimen", "load_specimen"]
+__all__ = ["Specimen", "SimulatedSpecimen", "ReplaySpecimen", "thin_counts", "save_specimen", "load_specimen"]
+
+
+@runtime_checkable
+class Specimen(Protocol):
+    """What the engine job ``run_slads`` samples: a simulated object
+    (:class:`SimulatedSpecimen`), a replayed map (:class:`ReplaySpecimen`) or a microscope
+    (:class:`~napari_slads_eds.microscope.HttpMicroscope`).
+
+    Attributes
+    ----------
+    shape : (H, W)
+        The sampling grid.
+    n_phases : int
+        L.
+    axis : EnergyAxis
+        Energy axis (keV) of the spectra :meth:`measure` returns.
+
+    Optional attributes (a ground truth, where there is one): ``phase_map`` (H, W) int
+    1..L and ``labels`` (H, W) int 0..L (0 = ill-spectrum) -- then the run reports TD;
+    ``deterministic`` (default True: a pixel always gives the same spectrum, which lets a
+    resume check its journal); ``attach_context(ctx)`` (a microscope reports outages).
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def n_phases(self) -> int: ...
+
+    axis: EnergyAxis
+
+    def measure(self, positions) -> np.ndarray:
+        """Spectra (n, p) float32 counts at ``positions`` (n, 2) int (row, col)."""
+        ...
 
 
 def _poisson_cdf(lam: float) -> np.ndarray:
@@ -203,3 +245,182 @@ def load_specimen(path) -> SimulatedSpecimen:
     if not np.array_equal(spec.labels, d["labels"]):
         raise InputError(f"{p}: the stored ill-spectrum pixels do not match the seed; the file was altered")
     return spec
+
+
+# ----------------------------------------------------------------------------- replay
+
+_THIN_STREAM = 0x7E1
+
+
+def thin_counts(counts, fraction: float, seed: int, pixel_ids, stream: int = _THIN_STREAM) -> np.ndarray:
+    """Binomial thinning of integer counts: keep each count with probability ``fraction``.
+
+    ``Binomial(N, d)`` of ``N ~ Poisson(λ)`` counts is ``Poisson(d λ)``: the counts of a
+    ``d`` times shorter dwell.  Row ``i`` uses a generator seeded by
+    ``(seed, pixel_ids[i], stream)``, so the result of a pixel does not depend on which
+    other pixels are thinned with it.
+
+    Parameters
+    ----------
+    counts : array_like, shape (n, p), non-negative integers (any integer or integral
+        float dtype)
+    fraction : float in [0, 1]
+    seed : int
+    pixel_ids : array_like, shape (n,), int
+        Flat pixel index of each row.
+    stream : int
+        Separates independent uses (measurement thinning, count splitting).
+
+    Returns
+    -------
+    ndarray, shape (n, p), int64
+
+    Raises
+    ------
+    InputError
+        ``fraction`` outside [0, 1], non-integral or negative counts, shape mismatch.
+    """
+    c = np.asarray(counts)
+    if c.ndim != 2:
+        raise InputError(f"thinning: expected counts of shape (n, p), got {c.shape}")
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise InputError(f"thinning fraction must be in [0, 1], got {fraction}")
+    if c.size and (c.min() < 0 or (np.issubdtype(c.dtype, np.floating) and not np.all(c == np.round(c)))):
+        raise InputError("thinning needs non-negative integer counts (thin before any rebinning)")
+    ids = np.asarray(pixel_ids, dtype=np.int64).reshape(-1)
+    if ids.size != c.shape[0]:
+        raise InputError(f"thinning: {ids.size} pixel ids for {c.shape[0]} spectra")
+    ci = c.astype(np.int64)
+    if fraction >= 1.0:
+        return ci.copy()
+    out = np.zeros_like(ci)
+    if fraction <= 0.0:
+        return out
+    for i, f in enumerate(ids.tolist()):
+        nz = np.flatnonzero(ci[i])
+        if nz.size:
+            g = np.random.Generator(np.random.PCG64([int(seed), int(f), int(stream)]))
+            out[i, nz] = g.binomial(ci[i, nz], fraction)
+    return out
+
+
+class ReplaySpecimen:
+    """A specimen that replays a fully acquired spectrum image.
+
+    Parameters
+    ----------
+    counts : array_like, shape (H, W, p_src), non-negative integer counts
+        The acquired map (or its measurement share, see :func:`split_counts`).
+    source_axis : EnergyAxis
+        Energy axis of ``counts``.
+    phase_map : array_like, shape (H, W), labels 1..L
+        Ground truth used for TD.
+    n_phases : int, optional
+        L (default: ``phase_map.max()``).
+    axis : EnergyAxis, optional
+        Axis of the spectra :meth:`measure` returns (the classifier's); default
+        ``source_axis``.  Other calibrations are rebinned by energy after thinning.
+    dwell_fraction : float in (0, 1]
+        Emulated dwell time relative to ``counts`` (binomial thinning; 1 = as acquired).
+    beam_energy_keV : float, optional
+        Lets :func:`~napari_slads_eds.eds_io.to_axis` fill channels above the beam energy.
+    seed : int
+        Seeds the thinning, per pixel.
+    references : ReferenceSpectra, optional
+        The spectra the classifier was trained on (for display); default: one mean
+        spectrum per phase of the replayed counts, shape (L, 1, p).
+    labels : array_like, shape (H, W), labels 0..L, optional
+        Labels of the pixels (default ``phase_map``; the map has no known ill-spectra).
+
+    Attributes
+    ----------
+    shape : (H, W)
+    n_phases : int
+    axis : EnergyAxis
+    phase_map : ndarray (H, W) int16, 1..L
+    labels : ndarray (H, W) int16, 0..L
+    references : ReferenceSpectra
+
+    Raises
+    ------
+    InputError
+        Shapes that do not match, labels outside 1..L, bad dwell fraction, an output
+        axis the source axis cannot be brought onto.
+    """
+
+    def __init__(self, counts, source_axis: EnergyAxis, phase_map, *, n_phases: int | None = None,
+                 axis: EnergyAxis | None = None, dwell_fraction: float = 1.0,
+                 beam_energy_keV: float | None = None, seed: int = 0,
+                 references: ReferenceSpectra | None = None, labels=None):
+        c = np.asarray(counts)
+        if c.ndim != 3 or c.shape[2] != source_axis.size:
+            raise InputError(f"replay specimen: expected counts (H, W, {source_axis.size}), got {c.shape}")
+        if not np.issubdtype(c.dtype, np.integer):
+            if not (np.issubdtype(c.dtype, np.floating) and np.all(c == np.round(c))):
+                raise InputError("replay specimen: counts must be integers (thinning needs counts)")
+            c = c.astype(np.int64)
+        if c.size and c.min() < 0:
+            raise InputError("replay specimen: negative counts")
+        L = int(n_phases) if n_phases is not None else int(np.max(phase_map))
+        pm = check_label_image(phase_map, L, name="ground-truth phase map", allow_zero=False)
+        if pm.shape != c.shape[:2]:
+            raise InputError(f"replay specimen: phase map {pm.shape} does not match the map {c.shape[:2]}")
+        if not 0.0 < float(dwell_fraction) <= 1.0:
+            raise InputError(f"dwell fraction must be in (0, 1], got {dwell_fraction}")
+        self.counts = c
+        self.source_axis = source_axis
+        self.axis: EnergyAxis = axis or source_axis
+        self.beam_energy_keV = beam_energy_keV
+        # fail now, not in the middle of a run, if the axis cannot be served
+        to_axis(np.zeros((1, source_axis.size)), source_axis, self.axis, beam_energy_keV=beam_energy_keV,
+                what="replayed spectra")
+        self.phase_map = pm
+        self._n_phases = L
+        self.labels = pm.copy() if labels is None else check_label_image(labels, L, name="labels")
+        self.dwell_fraction = float(dwell_fraction)
+        self.seed = check_seed(seed)
+        if references is None:
+            flat = c.reshape(-1, c.shape[2])
+            means = np.stack([flat[pm.reshape(-1) == l].mean(axis=0) if np.any(pm == l)
+                              else np.zeros(c.shape[2]) for l in range(1, L + 1)])
+            means = to_axis(means, source_axis, self.axis, beam_energy_keV=beam_energy_keV)
+            references = ReferenceSpectra(np.asarray(means, np.float64)[:, None, :], self.axis,
+                                          tuple(f"phase {l}" for l in range(1, L + 1)))
+        self.references = references
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.phase_map.shape)
+
+    @property
+    def n_phases(self) -> int:
+        return self._n_phases
+
+    @property
+    def n_channels(self) -> int:
+        return self.axis.size
+
+    def measure(self, positions) -> np.ndarray:
+        """Spectra at ``positions`` (the acquired counts, thinned to the dwell fraction).
+
+        Parameters
+        ----------
+        positions : array_like, shape (n, 2), int (row, col)
+
+        Returns
+        -------
+        ndarray, shape (n, p), float32
+            Counts on :attr:`axis`; the same pixel always gives the same spectrum.
+
+        Raises
+        ------
+        InputError
+            Positions outside the grid or not (n, 2).
+        """
+        pos = check_positions(positions, self.shape)
+        W = self.shape[1]
+        raw = self.counts[pos[:, 0], pos[:, 1]]
+        thin = thin_counts(raw, self.dwell_fraction, self.seed, pos[:, 0] * W + pos[:, 1])
+        out = to_axis(thin, self.source_axis, self.axis, beam_energy_keV=self.beam_energy_keV,
+                      what="replayed spectra")
+        return np.asarray(out, dtype=np.float32)
