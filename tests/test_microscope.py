@@ -543,6 +543,9 @@ def test_cli_acquire_against_serve_equals_the_run_it_took_its_models_from(sample
     err = capsys.readouterr().err
     assert "--resume" in err and "HTTP 401" in err
     got = json.loads((tmp_path / "acq" / "result.json").read_text())
+    from napari_slads_eds.run_folder import RunResult
+
+    assert sorted(got) == list(RunResult.json_keys()) and got["mode"] == "microscope"
     assert got["td"] == ref["td"] and got["n_measured"] == ref["n_measured"]
     run = np.load(tmp_path / "acq" / "run.npz")
     assert np.array_equal(run["positions"], ref["positions"]) and np.array_equal(run["mask"], ref["mask"])

@@ -126,6 +126,9 @@ def test_a_run_on_a_microscope_from_the_run_tab(make_napari_viewer, qtbot, serve
         assert j["settings"]["microscope"] == srv.url and j["settings"]["run"]["overlap"] is True
         qtbot.waitUntil(lambda: rw.saved_to == folder, timeout=30000)
         res = json.loads((folder / "result.json").read_text())
+        from napari_slads_eds.run_folder import RunResult
+
+        assert sorted(res) == list(RunResult.json_keys()) and res["mode"] == "microscope"
         assert res["microscope"]["url"] == srv.url and res["microscope"]["dwell_s"] == 0.02
         assert res["microscope"]["info"]["shape"] == [32, 32] and np.isnan(res["td"])   # as slads-eds acquire
         assert (folder / "models" / "classifier" / "cnn.keras").is_file() and not (folder / "specimen.npz").exists()

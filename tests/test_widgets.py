@@ -319,6 +319,9 @@ def test_full_flow_segment_simulate_train_run(make_napari_viewer, qtbot, tmp_pat
     files = rw.save(tmp_path / "run")
     assert files is not None
     res = json.loads((tmp_path / "run" / "result.json").read_text())
+    from napari_slads_eds.run_folder import RunResult
+
+    assert sorted(res) == list(RunResult.json_keys())      # the keys slads-eds run and replay write
     assert res["grid"] == [32, 32] and res["phases"] == 2
     assert abs(res["sampling_fraction"] - target / 1024) < 1e-9
     assert {"td", "td_random", "td_halton", "misclassification", "c", "td_curve"} <= set(res)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError
+from .run_folder import RESULT_ARRAYS
 
 __all__ = ["napari_get_reader", "read_path", "pixel_spectrum", "SPECTRUM_SUFFIXES",
            "MICROGRAPH_SUFFIXES", "RUN_KEY", "RESULT_KEY", "is_run_folder"]
@@ -143,8 +144,7 @@ def _read_one(p: Path) -> list[tuple]:
 
 _ROLE_SUFFIXES = {": reconstruction": "reconstruction", ": ground truth": "ground_truth",
                   ": mask": "mask", ": measured": "measured"}
-_RUN_ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels",
-               "posteriors", "labels_in_loop", "decided_probabilities", "spectra", "energy_axis")
+_RUN_ARRAYS = RESULT_ARRAYS + ("spectra", "energy_axis")
 
 
 def _run_layers(run: dict, name: str) -> list[tuple]:
