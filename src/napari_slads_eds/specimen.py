@@ -401,22 +401,10 @@ class ReplaySpecimen:
         return self.axis.size
 
     def measure(self, positions) -> np.ndarray:
-        """Spectra at ``positions`` (the acquired counts, thinned to the dwell fraction).
-
-        Parameters
-        ----------
-        positions : array_like, shape (n, 2), int (row, col)
-
-        Returns
-        -------
-        ndarray, shape (n, p), float32
-            Counts on :attr:`axis`; the same pixel always gives the same spectrum.
-
-        Raises
-        ------
-        InputError
-            Positions outside the grid or not (n, 2).
-        """
+        """Spectra (n, p) float32 on :attr:`axis` at ``positions`` (n, 2) (row, col): the
+        acquired counts, thinned to the dwell fraction; the same pixel always gives the same
+        spectrum (:meth:`Specimen.measure`).  Raises InputError for positions outside the
+        grid or not (n, 2)."""
         pos = check_positions(positions, self.shape)
         W = self.shape[1]
         raw = self.counts[pos[:, 0], pos[:, 1]]
