@@ -13,17 +13,19 @@ Pipeline::
 __version__ = "0.1.0"
 
 from ._validation import InputError
+from .config import RunSettings, SamplingConfig
 from .engine import Engine, EngineError, JobCancelled
 from .erd import LinearERD, TrainingDatabase, build_training_database, rd_approximation, train_erd
 from .features import poly2, slads_features
 from .metrics import confusion_matrix, total_distortion
-from .pipeline import RunSettings, prepare_experiment, run_experiment
+from .pipeline import prepare_experiment, resume_experiment, run_experiment
 from .reconstruction import reconstruct
 from .results import load_run, write_run
+from .run_folder import RunResult
 from .sampling import Sampler
 from .scan_orders import halton_order, initial_positions, random_order
 from .segmentation import majority_downsample, read_micrograph, segment_phases, split_regions
-from .specimen import SimulatedSpecimen
+from .specimen import ReplaySpecimen, SimulatedSpecimen, Specimen
 from .sweep import sweep
 from .spectra import EnergyAxis, ReferenceSpectra, Spectrum, make_reference_spectra, read_spectrum
 
@@ -31,9 +33,9 @@ __all__ = [
     "InputError", "Engine", "EngineError", "JobCancelled",
     "LinearERD", "TrainingDatabase", "build_training_database", "rd_approximation", "train_erd",
     "poly2", "slads_features", "confusion_matrix", "total_distortion",
-    "RunSettings", "prepare_experiment", "run_experiment", "reconstruct", "load_run", "write_run",
+    "RunSettings", "SamplingConfig", "RunResult", "prepare_experiment", "run_experiment", "resume_experiment", "reconstruct", "load_run", "write_run",
     "Sampler", "halton_order", "initial_positions", "random_order",
     "majority_downsample", "read_micrograph", "segment_phases", "split_regions",
-    "SimulatedSpecimen", "EnergyAxis", "ReferenceSpectra", "Spectrum", "make_reference_spectra",
+    "Specimen", "SimulatedSpecimen", "ReplaySpecimen", "EnergyAxis", "ReferenceSpectra", "Spectrum", "make_reference_spectra",
     "read_spectrum", "sweep",
 ]
