@@ -214,7 +214,9 @@ def _spectrum_image_layers(si) -> list[tuple]:
     counts = np.asarray(si.counts)
     H, W, _ = counts.shape
     s = max(1, int(max(H, W) // 256))       # contrast from a sub-sample (the cube stays lazy)
-    hi = float(counts[::s, ::s].max()) if counts.size else 1.0
+    # the 99.5th percentile, not the maximum: the strongest line would leave every other
+    # energy's slice nearly black (a strong line's slice saturates instead)
+    hi = float(np.quantile(counts[::s, ::s], 0.995)) if counts.size else 1.0
     ax = si.axis
     layers.append((_lazy_cube(counts),
                    {"name": f"{si.name} (spectrum image)", "colormap": "viridis",
