@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError
+from .config import SamplingConfig
 from .sweep_config import CURVE_POINTS, SweepConfig, _td_column
 
 __all__ = ["run_task"]
@@ -157,10 +158,10 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         f_max = max(cfg.fractions)
         n_max = max(1, int(round(f_max * P)))
         if task["strategy"] == "slads":
-            res = jobs.run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]],
-                                 target_fraction=f_max, initial_pattern=task["initial"],
-                                 batch=task["batch"], k=cfg.k, seed=task["seed"], send_maps=False,
-                                 baselines=())
+            config = SamplingConfig(fraction=f_max, initial_pattern=task["initial"], batch=task["batch"],
+                                    k=cfg.k, seed=task["seed"], baselines=())
+            res = jobs.run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]], config=config,
+                                 send_maps=False)
             pos, lab = np.asarray(res["positions"]), np.asarray(res["labels"])
         else:
             order = (halton_order((H, W), n_max, task["seed"]) if task["strategy"] == "halton"
