@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError
-from .run_folder import RESULT_ARRAYS
+from .run_folder import JOURNAL_FILE, RESULT_ARRAYS, RUN_FILE
 
 __all__ = ["napari_get_reader", "read_path", "pixel_spectrum", "SPECTRUM_SUFFIXES",
            "MICROGRAPH_SUFFIXES", "RUN_KEY", "RESULT_KEY", "is_run_folder"]
@@ -50,7 +50,7 @@ RUN_KEY = "slads_eds_run"
 #: ``layer.metadata`` key of the run's summary (JSON-able dict) on its reconstruction layer.
 RESULT_KEY = "slads_eds_result"
 #: Files that make a folder a run folder (any one of them).
-RUN_FOLDER_FILES = ("run.npz", "run_export.npz", "journal.h5")
+RUN_FOLDER_FILES = (RUN_FILE, "run_export.npz", JOURNAL_FILE)
 
 #: Suffixes tried as EDS data (spectra, maps, runs).
 SPECTRUM_SUFFIXES = (".msa", ".emsa", ".ems", ".mas", ".bcf", ".spx", ".hspy", ".zspy", ".rpl",

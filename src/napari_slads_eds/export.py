@@ -34,6 +34,7 @@ from ._files import JOURNAL_NAME, jsonable, read_npz
 from ._validation import InputError, check_spectra
 from ._hspy import FORMAT_VERSION as _FORMAT_VERSION
 from ._hspy import read_hspy, write_hspy
+from .run_folder import RUN_FILE, SPECIMEN_FILE
 from .spectra import EnergyAxis
 
 __all__ = ["export_run", "load_export", "export_layers", "EXPORT_SUFFIXES", "is_export_file"]
@@ -345,7 +346,7 @@ def load_any_run(path) -> dict:
     if p.is_dir() and p.suffix.lower() != ".zspy":
         if (p / "run_export.npz").is_file():
             return load_export(p / "run_export.npz")
-        if not (p / "run.npz").is_file() and (p / JOURNAL_NAME).is_file():
+        if not (p / RUN_FILE).is_file() and (p / JOURNAL_NAME).is_file():
             raise InputError(f"{p}: the run has not finished (a journal but no run.npz): "
                              f"complete it with 'slads-eds resume {p}' first")
         return _with_journal_spectra(load_run(p), p)
@@ -373,7 +374,7 @@ def _with_journal_spectra(run: dict, folder: Path) -> dict:
     from ._files import read_npz
     from .acquisition import read_journal
 
-    jp, sp = folder / JOURNAL_NAME, folder / "specimen.npz"
+    jp, sp = folder / JOURNAL_NAME, folder / SPECIMEN_FILE
     if not (jp.is_file() and sp.is_file()):
         return run
     j = read_journal(jp)

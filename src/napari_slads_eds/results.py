@@ -27,8 +27,14 @@ from ._validation import InputError
 
 __all__ = ["write_run", "load_run", "plot_td_curve", "label_colours"]
 
-_ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels",
-           "posteriors", "labels_in_loop", "decided_probabilities")
+#: The files :func:`write_run` writes that the rest of the package names (the run folder's
+#: layout is :mod:`napari_slads_eds.run_folder`, which re-exports these).
+RESULT_FILE = "result.json"
+RUN_FILE = "run.npz"
+#: Entries of a result that are arrays (``run.npz``); every other entry goes to result.json.
+RESULT_ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels",
+                 "posteriors", "labels_in_loop", "decided_probabilities")
+_ARRAYS = RESULT_ARRAYS
 #: td_curve holds every step; result.json keeps at most this many points of it.
 MAX_JSON_CURVE = 5000
 
@@ -120,10 +126,10 @@ def write_run(result: dict, out_dir) -> dict:
     summary = {k: v for k, v in result.items() if k not in _ARRAYS}
     summary["td_curve"] = _thin(summary.get("td_curve", []), MAX_JSON_CURVE)
     summary = jsonable(summary)
-    files = {"result.json": out / "result.json"}
-    tmp = out / "result.json.tmp"
+    files = {RESULT_FILE: out / RESULT_FILE}
+    tmp = out / f"{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(files["result.json"])
+    tmp.replace(files[RESULT_FILE])
     rec = np.asarray(result["reconstruction"])
     mask = np.asarray(result["mask"], dtype=bool)
     L = int(result.get("phases", rec.max()))
@@ -140,8 +146,8 @@ def write_run(result: dict, out_dir) -> dict:
     if bad:   # would need pickle to store, and the file could not be read back
         raise InputError(f"write_run: entries {bad} must be numeric arrays")
     arrays["td_curve"] = np.asarray(result.get("td_curve", []), dtype=np.float64).reshape(-1, 2)
-    np.savez_compressed(out / "run.npz", result_json=np.array(json.dumps(summary)), **arrays)
-    files["run.npz"] = out / "run.npz"
+    np.savez_compressed(out / RUN_FILE, result_json=np.array(json.dumps(summary)), **arrays)
+    files[RUN_FILE] = out / RUN_FILE
     return files
 
 
@@ -155,7 +161,7 @@ def load_run(path) -> dict:
     """
     p = Path(path)
     if p.is_dir():
-        p = p / "run.npz"
+        p = p / RUN_FILE
     d = read_npz(p, what="run file")
     if "result_json" not in d:
         raise InputError(f"{p}: not a napari-slads-eds run file (no result_json entry)")

@@ -28,9 +28,10 @@ from pathlib import Path
 from ._files import JOURNAL_NAME, write_json_atomic
 from ._validation import InputError, check_int
 from .config import RunSettings, SamplingConfig
+from .results import RESULT_ARRAYS, RESULT_FILE, RUN_FILE, write_run
 
 __all__ = ["SETTINGS_FILE", "SPECIMEN_FILE", "TRAINING_FILE", "CLASSIFIER_DIR", "ERD_FILE", "MODELS_DIR",
-           "JOURNAL_FILE", "RESULT_FILE", "RUN_FILE", "MODES", "RunFolder", "write_run_folder",
+           "JOURNAL_FILE", "RESULT_FILE", "RUN_FILE", "RESULT_ARRAYS", "MODES", "RunFolder", "write_run_folder",
            "read_run_folder", "read_mode", "sampling_job_kwargs", "read_json"]
 
 SETTINGS_FILE = "run_settings.json"
@@ -40,8 +41,6 @@ TRAINING_FILE = f"{MODELS_DIR}/training.json"
 CLASSIFIER_DIR = f"{MODELS_DIR}/classifier"
 ERD_FILE = f"{MODELS_DIR}/erd_model.npz"
 JOURNAL_FILE = JOURNAL_NAME
-RESULT_FILE = "result.json"
-RUN_FILE = "run.npz"
 #: Kinds of run a folder holds: a simulated object, a replayed spectrum image, a microscope.
 MODES = ("run", "replay", "microscope")
 
@@ -250,9 +249,6 @@ def read_json(path) -> dict:
 
 # ----------------------------------------------------------------------------- the result
 
-#: Entries of a result that are arrays (``run.npz``); every other field goes to result.json.
-RESULT_ARRAYS = ("positions", "labels", "reconstruction", "mask", "erd", "ground_truth", "specimen_labels",
-                 "posteriors", "labels_in_loop", "decided_probabilities")
 #: Training-report entries a result keeps.
 _CLASSIFIER_KEYS = ("kind", "misclassification", "confusion", "threshold", "n_train", "n_val", "seconds", "path")
 _ERD_KEYS = ("c", "c_search", "rows", "seconds", "regressor", "stopping", "path")
@@ -449,6 +445,4 @@ class RunResult:
     def write(self, out_dir) -> dict:
         """Write ``result.json``, ``run.npz`` and the images into ``out_dir``
         (:func:`napari_slads_eds.results.write_run`); returns name -> path."""
-        from .results import write_run
-
         return write_run(self.to_dict(), out_dir)
