@@ -255,6 +255,9 @@ class SamplingWidget(RunFormMixin, LiveViewMixin, ReplayMixin, MicroscopeSourceM
             raise InputError(f"{folder} is a run on the microscope at {mic.get('url')}: continue it with "
                              f"{_acquire_command(folder, mic)}")
         rf = read_run_folder(folder)
+        if rf.mode == "replay":
+            raise InputError(f"{rf.path} is a replay of a spectrum image: continue it with 'slads-eds resume "
+                             f"{rf.path}'")
         names = rf.classifier_report.get("phase_names")
         if names is not None and len(names) != rf.specimen.n_phases:
             raise InputError(f"{rf.path}: the classifier knows {len(names)} phases but the specimen has "
