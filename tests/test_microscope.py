@@ -23,7 +23,8 @@ from napari_slads_eds.config import SamplingConfig
 import pytest
 
 from napari_slads_eds import Sampler
-from napari_slads_eds.acquisition import Journal, RunConfig, acquire, read_journal
+from napari_slads_eds.acquisition import RunConfig, acquire
+from napari_slads_eds.journal import Journal, read_journal
 from napari_slads_eds.engine import JobCancelled
 from napari_slads_eds.erd import LinearERD, build_training_database
 from napari_slads_eds.microscope import (HttpMicroscope, Microscope, MicroscopeReplyError, MicroscopeRefused,

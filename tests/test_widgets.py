@@ -561,7 +561,7 @@ def _run_to_end(qtbot, worker, on_message=None, timeout=120000):
 
 
 def _journal(folder):
-    from napari_slads_eds.acquisition import JOURNAL_NAME, read_journal
+    from napari_slads_eds.journal import JOURNAL_NAME, read_journal
 
     return read_journal(folder / JOURNAL_NAME)
 

@@ -89,7 +89,7 @@ def train_erd_job(ctx, label_images, n_phases: int, out_path, seed: int = 0, sto
 
     With ``stop_td``, also learn the threshold of the stopping rule for that target TD
     on the training images (``report["stopping"]``)."""
-    from .acquisition import learn_stopping_threshold
+    from .stopping import learn_stopping_threshold
     from .erd import train_erd
 
     def progress(info):
@@ -390,7 +390,8 @@ def run_slads(ctx, specimen, classifier, erd_model, *, config: SamplingConfig | 
         Both ``config`` and sampling keywords, unknown keywords, invalid settings, a
         classifier of another energy axis or phase count, a journal of another run.
     """
-    from .acquisition import Journal, RunConfig, acquire, read_journal
+    from .acquisition import RunConfig, acquire
+    from .journal import Journal, read_journal
     from .sampling import Sampler, halton_order, random_order
 
     t0 = time.perf_counter()
