@@ -412,7 +412,7 @@ def test_resume_on_a_microscope_checks_the_journal_without_measuring(server, spe
     # run_slads (which loads the Keras classifier, so it is run in the engine by the benchmark and
     # the CLI) checks a journal before resuming; on a specimen it measures the first spectra again,
     # on a microscope it must not (dose)
-    from napari_slads_eds.jobs import _check_journal_is_this_run
+    from napari_slads_eds.slads_job import _check_journal_is_this_run
 
     cfg = RunConfig(SamplingConfig(fraction=0.1, seed=0))
     mic = HttpMicroscope(server.url, n_phases=2, token=TOKEN)

@@ -295,7 +295,7 @@ def test_poisson_job_on_a_simulated_specimen(tmp_path, sample_dir):
     """The engine job trains the Poisson classifier with the specimen's added Poisson(2)
     background (numpy only, no TensorFlow): phases right, ill-spectra (Poisson(20) per
     channel) found."""
-    from napari_slads_eds.jobs import train_classifier
+    from napari_slads_eds.training_jobs import train_classifier
     from napari_slads_eds.spectra import bundled_standards, make_reference_spectra
     from napari_slads_eds.specimen import SimulatedSpecimen
 

@@ -27,7 +27,7 @@ __all__ = ["run_task"]
 
 
 class _NullContext:
-    """The job context :func:`napari_slads_eds.jobs.run_slads` expects, for a task that is
+    """The job context :func:`napari_slads_eds.slads_job.run_slads` expects, for a task that is
     never paused or stopped (Dask cancels a task by discarding it)."""
 
     stop_requested = False
@@ -141,7 +141,7 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         ``beam_s`` (spectra x dwell, s) at the largest fraction; ``misclassification_run``;
         ``curve_fraction``, ``curve_td`` (the fine curve); ``seconds``; ``worker``.
     """
-    from . import jobs
+    from .slads_job import run_slads
     from .scan_orders import halton_order, random_order
     from .specimen import SimulatedSpecimen
 
@@ -157,10 +157,10 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         f_max = max(cfg.fractions)
         n_max = max(1, int(round(f_max * P)))
         if task["strategy"] == "slads":
-            res = jobs.run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]],
-                                 target_fraction=f_max, initial_pattern=task["initial"],
-                                 batch=task["batch"], k=cfg.k, seed=task["seed"], send_maps=False,
-                                 baselines=())
+            res = run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]],
+                            target_fraction=f_max, initial_pattern=task["initial"],
+                            batch=task["batch"], k=cfg.k, seed=task["seed"], send_maps=False,
+                            baselines=())
             pos, lab = np.asarray(res["positions"]), np.asarray(res["labels"])
         else:
             order = (halton_order((H, W), n_max, task["seed"]) if task["strategy"] == "halton"
