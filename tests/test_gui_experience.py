@@ -37,7 +37,7 @@ def window(make_napari_viewer, qtbot):
 def stand_in_models(tmp_path):
     """A 2-phase classifier folder (classifier.json; the Keras files are placeholders, never
     loaded here) and a linear ERD model made with numpy."""
-    from napari_slads_eds.erd import LinearERD
+    from napari_slads_eds.erd_models import LinearERD
 
     clf = tmp_path / "classifier"
     clf.mkdir()
@@ -294,7 +294,7 @@ def test_demo_models_are_shipped_and_a_missing_file_is_named(tmp_path):
     from napari_slads_eds._sample_data import demo_models
     from napari_slads_eds._validation import InputError
     from napari_slads_eds._widgets.training import read_classifier_description
-    from napari_slads_eds.erd import load_erd_model
+    from napari_slads_eds.erd_models import load_erd_model
     from napari_slads_eds.spectra import default_standards_for
 
     clf, erd, info = demo_models()

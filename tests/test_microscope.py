@@ -26,7 +26,8 @@ from napari_slads_eds import Sampler
 from napari_slads_eds.acquisition import RunConfig, acquire
 from napari_slads_eds.journal import Journal, read_journal
 from napari_slads_eds.engine import JobCancelled
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.microscope import (HttpMicroscope, Microscope, MicroscopeReplyError, MicroscopeRefused,
                                          MicroscopeUnavailable, encode_counts)
 from napari_slads_eds.server import (MEASURED_LOG, ServerThread, create_app, listen_socket, openapi_schema,

@@ -11,7 +11,8 @@ from scipy.special import gammaln
 from napari_slads_eds import InputError, reconstruct
 from napari_slads_eds.acquisition import RunConfig, acquire
 from napari_slads_eds.journal import Journal, read_journal
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.likelihood import (PoissonPhaseClassifier, calibration_error, classifier_kind,
                                          load_classifier)
 from napari_slads_eds.scan_orders import halton_order, initial_positions

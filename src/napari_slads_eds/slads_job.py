@@ -46,7 +46,7 @@ def posterior_of(clf):
 
 
 def _load_erd(erd_model):
-    from .erd import load_erd_model
+    from .erd_models import load_erd_model
 
     if isinstance(erd_model, (str, Path)):
         return load_erd_model(erd_model)

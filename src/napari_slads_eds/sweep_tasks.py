@@ -356,7 +356,7 @@ def _load_models(models: dict):
 
     _start_tensorflow()        # as in the engine: TF's environment, its start-up banners silenced
     from .classifier import SpectrumClassifier
-    from .erd import load_erd_model
+    from .erd_models import load_erd_model
 
     with tempfile.TemporaryDirectory() as d:
         cdir = Path(d) / "classifier"

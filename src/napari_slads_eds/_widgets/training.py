@@ -9,8 +9,8 @@ model, trained in the engine process; saved and loaded.
 * ERD model: engine job ``train_erd`` on training phase maps: the checked Labels layers,
   or by default the regions of the phase layer that do not overlap the test region.
   Progress over the database and the c search; the chosen c is shown.  Saved as ``.npz``
-  (:class:`~napari_slads_eds.erd.LinearERD` for SLADS or
-  :class:`~napari_slads_eds.erd.MLPERD` for SLADS-Net; both load with numpy only).
+  (:class:`~napari_slads_eds.erd_models.LinearERD` for SLADS or
+  :class:`~napari_slads_eds.erd_models.MLPERD` for SLADS-Net; both load with numpy only).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .._validation import InputError, check_label_image
-from ..erd import load_erd_model
+from ..erd_models import load_erd_model
 from ..likelihood import check_classifier_folder, classifier_files, classifier_kind
 from ..segmentation import majority_downsample
 from ..spectra import EnergyAxis
