@@ -293,7 +293,7 @@ def test_demo_models_are_shipped_and_a_missing_file_is_named(tmp_path):
 
     from napari_slads_eds._sample_data import demo_models
     from napari_slads_eds._validation import InputError
-    from napari_slads_eds._widgets.training import read_classifier_description
+    from napari_slads_eds._widgets._classifier_folder import read_classifier_description
     from napari_slads_eds.erd_models import load_erd_model
     from napari_slads_eds.spectra import default_standards_for
 
