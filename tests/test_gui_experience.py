@@ -80,7 +80,7 @@ def test_reference_spectra_reset_to_the_defaults_when_the_phase_count_changes(wi
     assert len(set(expected)) == 3
     gt = _create(wf, size=64, factor=4)
     assert gt is not None                               # was "phases 2 and 3 have the same reference spectrum"
-    from napari_slads_eds._widgets._session import specimen_info
+    from napari_slads_eds._widgets._specimen_info import specimen_info
 
     assert list(specimen_info(gt).phase_names) == expected
     sw.phases_spin.setValue(2)                          # and back

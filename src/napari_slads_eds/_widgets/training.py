@@ -33,7 +33,8 @@ from ..segmentation import majority_downsample
 from ._classifier_folder import read_classifier_description
 from ._common import (LayerCombo, StartupIndicator, float_spin, follow_layers, int_spin, layer_data_2d, set_progress,
                       set_status, status_label, user_action)
-from ._session import _real, session_for, specimen_info
+from ._session import _real, session_for
+from ._specimen_info import specimen_info
 
 if TYPE_CHECKING:
     import napari
