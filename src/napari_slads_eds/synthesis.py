@@ -84,7 +84,7 @@ def expected_spectrum(composition, axis: EnergyAxis, beam_energy_keV: float, *,
     Parameters
     ----------
     composition : str or dict
-        See :func:`parse_composition`.
+        See :func:`~napari_slads_eds.xray_lines.parse_composition`.
     axis : EnergyAxis
     beam_energy_keV : float
     detector : DetectorModel
