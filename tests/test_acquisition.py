@@ -6,9 +6,11 @@ from napari_slads_eds.config import SamplingConfig
 import pytest
 
 from napari_slads_eds import Sampler
-from napari_slads_eds.acquisition import (Journal, RunConfig, StoppingRule, acquire, learn_stopping_threshold,
-                                          read_journal, stopping_beta)
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.acquisition import RunConfig, acquire
+from napari_slads_eds.journal import Journal, read_journal
+from napari_slads_eds.stopping import StoppingRule, learn_stopping_threshold, stopping_beta
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 
 
 class Ctx:

@@ -12,7 +12,7 @@ import pytest
 
 from napari_slads_eds import (EnergyAxis, InputError, LinearERD, ReferenceSpectra, Sampler, SimulatedSpecimen,
                               load_run, read_micrograph, read_spectrum, reconstruct, segment_phases)
-from napari_slads_eds.acquisition import read_journal
+from napari_slads_eds.journal import read_journal
 from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment
 from napari_slads_eds.spectra import Spectrum, default_standards_for, make_reference_spectra
 

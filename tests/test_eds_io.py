@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import InputError
-from napari_slads_eds.eds_io import (SpectrumImage, energy_axis_from_rsciio, read_eds, read_rsciio,
-                                     read_spectrum_any, read_spectrum_image, rebin_counts, to_axis)
+from napari_slads_eds.eds_io import SpectrumImage, read_eds, read_rsciio, read_spectrum_any, read_spectrum_image
+from napari_slads_eds.energy_axes import energy_axis_from_rsciio, rebin_counts, to_axis
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards, default_axis, read_spectrum
 
 from conftest import SHARED_DATA as SHARED  # noqa: E402

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import InputError, LinearERD, Sampler, reconstruct
-from napari_slads_eds.erd import (TrainingDatabase, build_training_database, rd_approximation,
-                                  rd_approximation_bruteforce, train_erd)
+from napari_slads_eds.erd import train_erd
+from napari_slads_eds.erd_database import (TrainingDatabase, build_training_database, rd_approximation,
+                                           rd_approximation_bruteforce)
 
 
 def _measured(truth, frac, seed=0):
@@ -94,7 +95,7 @@ def test_train_erd_chooses_c_by_td_area(blobs):
 
 
 def test_mlp_erd_is_deterministic_and_roundtrips(tmp_path, blobs):
-    from napari_slads_eds.erd import MLPERD, load_erd_model
+    from napari_slads_eds.erd_models import MLPERD, load_erd_model
 
     rng = np.random.default_rng(0)
     w = [rng.normal(size=(6, 8)), rng.normal(size=8), rng.normal(size=(8, 4)), rng.normal(size=4),
@@ -115,7 +116,7 @@ def test_mlp_erd_is_deterministic_and_roundtrips(tmp_path, blobs):
 
 
 def test_sampler_with_mlp_local_equals_full(blobs):
-    from napari_slads_eds.erd import MLPERD
+    from napari_slads_eds.erd_models import MLPERD
     from napari_slads_eds.scan_orders import initial_positions
 
     rng = np.random.default_rng(1)

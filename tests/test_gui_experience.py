@@ -37,7 +37,7 @@ def window(make_napari_viewer, qtbot):
 def stand_in_models(tmp_path):
     """A 2-phase classifier folder (classifier.json; the Keras files are placeholders, never
     loaded here) and a linear ERD model made with numpy."""
-    from napari_slads_eds.erd import LinearERD
+    from napari_slads_eds.erd_models import LinearERD
 
     clf = tmp_path / "classifier"
     clf.mkdir()
@@ -80,7 +80,7 @@ def test_reference_spectra_reset_to_the_defaults_when_the_phase_count_changes(wi
     assert len(set(expected)) == 3
     gt = _create(wf, size=64, factor=4)
     assert gt is not None                               # was "phases 2 and 3 have the same reference spectrum"
-    from napari_slads_eds._widgets._session import specimen_info
+    from napari_slads_eds._widgets._specimen_info import specimen_info
 
     assert list(specimen_info(gt).phase_names) == expected
     sw.phases_spin.setValue(2)                          # and back
@@ -293,8 +293,8 @@ def test_demo_models_are_shipped_and_a_missing_file_is_named(tmp_path):
 
     from napari_slads_eds._sample_data import demo_models
     from napari_slads_eds._validation import InputError
-    from napari_slads_eds._widgets.training import read_classifier_description
-    from napari_slads_eds.erd import load_erd_model
+    from napari_slads_eds._widgets._classifier_folder import read_classifier_description
+    from napari_slads_eds.erd_models import load_erd_model
     from napari_slads_eds.spectra import default_standards_for
 
     clf, erd, info = demo_models()

@@ -141,7 +141,7 @@ def test_the_walker_sees_the_package_and_its_imports():
     graph = import_graph()
     assert f"{PKG}.engine" in graph and f"{PKG}._widgets.sampling" in graph
     assert f"{PKG}._validation" in graph[f"{PKG}.jobs"]            # a top-level "from ._validation import"
-    assert f"{PKG}.classifier" in graph[f"{PKG}.jobs"]             # a lazy import inside a job
+    assert f"{PKG}.classifier" in graph[f"{PKG}.training_jobs"]    # a lazy import inside a job
     assert f"{PKG}.engine" in graph[f"{PKG}._widgets._session"]    # "from ..engine import"
 
 

@@ -23,9 +23,11 @@ from napari_slads_eds.config import SamplingConfig
 import pytest
 
 from napari_slads_eds import Sampler
-from napari_slads_eds.acquisition import Journal, RunConfig, acquire, read_journal
+from napari_slads_eds.acquisition import RunConfig, acquire
+from napari_slads_eds.journal import Journal, read_journal
 from napari_slads_eds.engine import JobCancelled
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.microscope import (HttpMicroscope, Microscope, MicroscopeReplyError, MicroscopeRefused,
                                          MicroscopeUnavailable, encode_counts)
 from napari_slads_eds.server import (MEASURED_LOG, ServerThread, create_app, listen_socket, openapi_schema,
@@ -411,7 +413,7 @@ def test_resume_on_a_microscope_checks_the_journal_without_measuring(server, spe
     # run_slads (which loads the Keras classifier, so it is run in the engine by the benchmark and
     # the CLI) checks a journal before resuming; on a specimen it measures the first spectra again,
     # on a microscope it must not (dose)
-    from napari_slads_eds.jobs import _check_journal_is_this_run
+    from napari_slads_eds.slads_job import _check_journal_is_this_run
 
     cfg = RunConfig(SamplingConfig(fraction=0.1, seed=0))
     mic = HttpMicroscope(server.url, n_phases=2, token=TOKEN)

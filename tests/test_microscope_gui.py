@@ -81,7 +81,7 @@ def _wait(qtbot, worker, timeout=20000):
 
 
 def _journal(folder):
-    from napari_slads_eds.acquisition import JOURNAL_NAME, read_journal
+    from napari_slads_eds.journal import JOURNAL_NAME, read_journal
 
     return read_journal(folder / JOURNAL_NAME)
 

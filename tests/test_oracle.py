@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import InputError, Sampler, reconstruct
-from napari_slads_eds.erd import rd_approximation
+from napari_slads_eds.erd_database import rd_approximation
 from napari_slads_eds.metrics import total_distortion
 from napari_slads_eds.oracle import oracle_td_curve, rd_map
 from napari_slads_eds.scan_orders import halton_order

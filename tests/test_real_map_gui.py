@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from napari_slads_eds._reader import _spectrum_image_layers
-from napari_slads_eds.eds_io import SpectrumImage, to_axis
+from napari_slads_eds.eds_io import SpectrumImage
+from napari_slads_eds.energy_axes import to_axis
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards, read_spectrum
 
 pytestmark = pytest.mark.gui

@@ -28,7 +28,7 @@ def _generated_map(H=24, W=28, counts=60.0, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:H, :W]
     truth = np.where((xx > W // 2) | ((yy - 6) ** 2 + (xx - 6) ** 2 < 16), 2, 1).astype(np.int16)
-    from napari_slads_eds.eds_io import to_axis
+    from napari_slads_eds.energy_axes import to_axis
 
     shapes = []
     for name in ("Si", "Fe"):

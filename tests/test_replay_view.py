@@ -5,7 +5,7 @@ import pytest
 
 from napari_slads_eds._validation import InputError
 from napari_slads_eds._widgets.replay_view import RunReplay
-from napari_slads_eds.erd import LinearERD
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.reconstruction import reconstruct
 from napari_slads_eds.sampling import Sampler
 from napari_slads_eds.scan_orders import halton_order, random_order

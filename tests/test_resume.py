@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import Engine, EngineError, InputError
-from napari_slads_eds.acquisition import JOURNAL_NAME, Journal, read_journal
+from napari_slads_eds.journal import JOURNAL_NAME, Journal, read_journal
 from napari_slads_eds.pipeline import RunSettings, prepare_experiment, resume_experiment, run_experiment
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import Engine, EngineError, SimulatedSpecimen
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.pipeline import RunSettings, _references
 
 pytestmark = pytest.mark.engine
@@ -112,7 +113,7 @@ def test_run_with_mismatched_classifier_is_a_clear_error(setup, tmp_path):
 def test_mlp_erd_trains_in_engine_and_samples(setup, tmp_path):
     from skimage.data import binary_blobs
 
-    from napari_slads_eds.erd import MLPERD, load_erd_model
+    from napari_slads_eds.erd_models import MLPERD, load_erd_model
 
     eng, spec, clf, _ = setup
     imgs = [binary_blobs(48, blob_size_fraction=0.25, rng=s).astype(np.int16) + 1 for s in (1, 2)]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from napari_slads_eds import InputError, Sampler, initial_positions, reconstruct, total_distortion
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.scan_orders import halton_order, random_order
 
 

@@ -9,9 +9,10 @@ import pytest
 
 from napari_slads_eds import Engine, InputError
 from napari_slads_eds.spectra import EnergyAxis, bundled_standards, default_axis, read_spectrum
-from napari_slads_eds.synthesis import (STANDARD_COMPOSITIONS, DetectorModel, characteristic_lines,
-                                        detector_efficiency, expected_spectrum, fwhm_keV,
-                                        parse_composition, synthesize_spectrum, synthetic_references)
+from napari_slads_eds.eds_detector import DetectorModel, detector_efficiency, fwhm_keV
+from napari_slads_eds.synthesis import (STANDARD_COMPOSITIONS, expected_spectrum, synthesize_spectrum,
+                                        synthetic_references)
+from napari_slads_eds.xray_lines import characteristic_lines, parse_composition
 
 AXIS = default_axis()
 NIST = ["MgO", "Al", "Si", "CaF2", "K412 glass", "Fe"]

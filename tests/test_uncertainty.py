@@ -9,8 +9,10 @@ import pytest
 from scipy.special import gammaln
 
 from napari_slads_eds import InputError, reconstruct
-from napari_slads_eds.acquisition import RunConfig, acquire, read_journal, Journal
-from napari_slads_eds.erd import LinearERD, build_training_database
+from napari_slads_eds.acquisition import RunConfig, acquire
+from napari_slads_eds.journal import Journal, read_journal
+from napari_slads_eds.erd_database import build_training_database
+from napari_slads_eds.erd_models import LinearERD
 from napari_slads_eds.likelihood import (PoissonPhaseClassifier, calibration_error, classifier_kind,
                                          load_classifier)
 from napari_slads_eds.scan_orders import halton_order, initial_positions
@@ -294,7 +296,7 @@ def test_poisson_job_on_a_simulated_specimen(tmp_path, sample_dir):
     """The engine job trains the Poisson classifier with the specimen's added Poisson(2)
     background (numpy only, no TensorFlow): phases right, ill-spectra (Poisson(20) per
     channel) found."""
-    from napari_slads_eds.jobs import train_classifier
+    from napari_slads_eds.training_jobs import train_classifier
     from napari_slads_eds.spectra import bundled_standards, make_reference_spectra
     from napari_slads_eds.specimen import SimulatedSpecimen
 

@@ -185,7 +185,8 @@ def test_micrograph_widget_segments_and_rejects_bad_input(make_napari_viewer, qt
 def test_simulated_object_and_spectrum_on_click(make_napari_viewer):
     viewer = make_napari_viewer()
     sw, gt = _gold_specimen(viewer, size=32, factor=4)
-    from napari_slads_eds._widgets._session import session_for, specimen_info
+    from napari_slads_eds._widgets._session import session_for
+    from napari_slads_eds._widgets._specimen_info import specimen_info
     from napari_slads_eds._widgets.specimen import show_spectrum_at_world
 
     info = specimen_info(gt)
@@ -549,7 +550,7 @@ def test_bad_input_gives_messages_not_tracebacks(make_napari_viewer, tmp_path, t
 
 
 def _specimen_source(viewer):
-    from napari_slads_eds._widgets._session import specimen_info
+    from napari_slads_eds._widgets._specimen_info import specimen_info
 
     return next(specimen_info(l).source for l in viewer.layers if specimen_info(l) is not None)
 
@@ -564,7 +565,7 @@ def _run_to_end(qtbot, worker, on_message=None, timeout=120000):
 
 
 def _journal(folder):
-    from napari_slads_eds.acquisition import JOURNAL_NAME, read_journal
+    from napari_slads_eds.journal import JOURNAL_NAME, read_journal
 
     return read_journal(folder / JOURNAL_NAME)
 
@@ -807,7 +808,7 @@ def test_replay_slider_shows_the_journals_first_k_positions(make_napari_viewer, 
     first k positions, and the static Halton and random scans of the same budget beside it."""
     import dask.array as da
 
-    from napari_slads_eds._widgets._session import measured_mask
+    from napari_slads_eds._widgets._specimen_info import measured_mask
     from napari_slads_eds.scan_orders import halton_order
 
     viewer = make_napari_viewer(show=True)          # the movie grabs the rendered canvas

@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 from ._validation import InputError
 from .config import RunSettings, SamplingConfig
 from .engine import Engine, EngineError, JobCancelled
-from .erd import LinearERD, TrainingDatabase, build_training_database, rd_approximation, train_erd
+from .erd import train_erd
+from .erd_database import TrainingDatabase, build_training_database, rd_approximation
+from .erd_models import LinearERD
 from .features import poly2, slads_features
 from .metrics import confusion_matrix, total_distortion
 from .pipeline import prepare_experiment, resume_experiment, run_experiment

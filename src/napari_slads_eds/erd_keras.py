@@ -1,7 +1,7 @@
 """Training of the SLADS-Net ERD regressor (an MLP) with Keras.
 
 Imports TensorFlow/Keras: used only inside the engine process.  The trained weights are
-returned as a numpy :class:`~napari_slads_eds.erd.MLPERD`, which the sampler evaluates
+returned as a numpy :class:`~napari_slads_eds.erd_models.MLPERD`, which the sampler evaluates
 without TensorFlow.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .erd import MLPERD
+from .erd_models import MLPERD
 from .features import N_FEATURES
 
 __all__ = ["fit_mlp", "HIDDEN"]

@@ -372,7 +372,7 @@ def _with_journal_spectra(run: dict, folder: Path) -> dict:
     import json
 
     from ._files import read_npz
-    from .acquisition import read_journal
+    from .journal import read_journal
 
     jp, sp = folder / JOURNAL_NAME, folder / SPECIMEN_FILE
     if not (jp.is_file() and sp.is_file()):

@@ -8,7 +8,7 @@ The protocol itself (``GET /v1/info``, ``POST /v1/measure``, ``GET /v1/health``,
 :class:`HttpMicroscope` speaks this protocol with httpx and looks like a specimen
 (``shape``, ``n_phases``, ``axis``, ``measure(positions) -> spectra``), so the engine's
 acquisition loop (:func:`napari_slads_eds.acquisition.acquire`, via
-:func:`napari_slads_eds.jobs.run_slads`) runs on it unchanged, and every spectrum still
+:func:`napari_slads_eds.slads_job.run_slads`) runs on it unchanged, and every spectrum still
 goes to the run's journal before it is used.  Network faults (refused connection, dropped
 reply, timeout, HTTP 5xx) are retried with exponential back-off, with the same
 ``request_id``, until the microscope answers or ``outage_timeout`` passes; the run is
@@ -236,7 +236,7 @@ class HttpMicroscope:
 
     def attach_context(self, ctx) -> None:
         """Report outages through ``ctx.log`` and give up waiting when ``ctx.stop_requested``
-        (the engine's job context; :func:`napari_slads_eds.jobs.run_slads` calls this)."""
+        (the engine's job context; :func:`napari_slads_eds.slads_job.run_slads` calls this)."""
         self._ctx = ctx
 
     @property

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._validation import InputError, check_int, check_label_image
-from .erd import _kernel, check_c_values
+from .erd_database import _kernel, check_c_values
 
 __all__ = ["rd_map", "oracle_td_curve"]
 
@@ -46,7 +46,7 @@ def rd_map(error_image: np.ndarray, d1_sq: np.ndarray, taken: np.ndarray, c: flo
     -------
     ndarray, shape (H, W), float64
         RD(s), -inf at taken pixels; the sum runs over a ±floor(3σ_s) window, zero
-        outside the image (as :func:`napari_slads_eds.erd.rd_approximation`).
+        outside the image (as :func:`napari_slads_eds.erd_database.rd_approximation`).
     """
     c = float(check_c_values([c])[0])
     E = np.asarray(error_image, dtype=np.float64)

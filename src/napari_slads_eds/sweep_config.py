@@ -159,7 +159,7 @@ class SweepConfig:
         self.denoise = check_int(self.denoise, "--denoise", 0, 63)
         self.crop_bottom = check_int(self.crop_bottom, "--crop-bottom", 0)
         if self.c_values:
-            from .erd import check_c_values
+            from .erd_database import check_c_values
 
             self.c_values = tuple(float(c) for c in check_c_values(self.c_values))
         allowed = {"n_noisy", "n_noisy_val", "n_ill_val", "detector_epochs", "batch_size", "learning_rate"}

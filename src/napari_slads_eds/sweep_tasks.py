@@ -28,7 +28,7 @@ __all__ = ["run_task"]
 
 
 class _NullContext:
-    """The job context :func:`napari_slads_eds.jobs.run_slads` expects, for a task that is
+    """The job context :func:`napari_slads_eds.slads_job.run_slads` expects, for a task that is
     never paused or stopped (Dask cancels a task by discarding it)."""
 
     stop_requested = False
@@ -142,7 +142,7 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         ``beam_s`` (spectra x dwell, s) at the largest fraction; ``misclassification_run``;
         ``curve_fraction``, ``curve_td`` (the fine curve); ``seconds``; ``worker``.
     """
-    from . import jobs
+    from .slads_job import run_slads
     from .scan_orders import halton_order, random_order
     from .specimen import SimulatedSpecimen
 
@@ -160,8 +160,8 @@ def run_task(task: dict, cfg: SweepConfig, classifier, erd_models: dict) -> dict
         if task["strategy"] == "slads":
             config = SamplingConfig(fraction=f_max, initial_pattern=task["initial"], batch=task["batch"],
                                     k=cfg.k, seed=task["seed"], baselines=())
-            res = jobs.run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]], config=config,
-                                 send_maps=False)
+            res = run_slads(_NullContext(), specimen, classifier, erd_models[task["erd"]], config=config,
+                            send_maps=False)
             pos, lab = np.asarray(res["positions"]), np.asarray(res["labels"])
         else:
             order = (halton_order((H, W), n_max, task["seed"]) if task["strategy"] == "halton"
@@ -357,7 +357,7 @@ def _load_models(models: dict):
 
     _start_tensorflow()        # as in the engine: TF's environment, its start-up banners silenced
     from .classifier import SpectrumClassifier
-    from .erd import load_erd_model
+    from .erd_models import load_erd_model
 
     with tempfile.TemporaryDirectory() as d:
         cdir = Path(d) / "classifier"

@@ -1,5 +1,6 @@
-"""Per-viewer state shared by the dock widgets: one engine process, the trained models,
-the simulated specimen (kept in the ground-truth layer's metadata) and the plot docks.
+"""Per-viewer state shared by the dock widgets: one engine process, the trained models
+and the plot docks (the simulated specimen is kept in the ground-truth layer's metadata,
+:mod:`._specimen_info`).
 
 The engine (:class:`napari_slads_eds.engine.Engine`) is a spawned process that owns
 TensorFlow.  A job's messages are relayed to the GUI thread by a napari ``thread_worker``
@@ -19,11 +20,10 @@ import shutil
 import tempfile
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, QTimer
 
@@ -31,14 +31,13 @@ from .._validation import InputError
 from ..engine import Engine, EngineError, JobCancelled
 from ._activity import JobProgress
 from ._plotdock import PLOTS_DOCK_HEIGHT, SpectrumLayerWatcher, size_plots_dock as _size_plots_dock  # noqa: F401
+from ._specimen_info import SPECIMEN_KEY, SpecimenInfo, specimen_info
 
-__all__ = ["Session", "JobOutcome", "SpecimenInfo", "session_for", "specimen_info", "SPECIMEN_KEY",
-           "JOB_TITLES"]
+# SPECIMEN_KEY, SpecimenInfo and specimen_info are re-exported from _specimen_info:
+# _widgets/sampling.py and the benchmarks import them from here
+__all__ = ["Session", "JobOutcome", "session_for", "JOB_TITLES", "SPECIMEN_KEY", "SpecimenInfo", "specimen_info"]
 
 log = logging.getLogger(__name__)
-
-#: Key of the :class:`SpecimenInfo` in the ground-truth layer's ``metadata``.
-SPECIMEN_KEY = "slads_eds_specimen"
 
 JOB_TITLES = {
     "train_classifier": "training the spectrum classifier",
@@ -46,61 +45,6 @@ JOB_TITLES = {
     "run_slads": "the sampling run",
     "replay": "the replay on a real map",
 }
-
-
-@dataclass
-class SpecimenInfo:
-    """What the simulated-object widget made, kept in the ground-truth layer's metadata.
-
-    Attributes
-    ----------
-    specimen : SimulatedSpecimen
-        The test object (N x N grid, spectra made on demand).
-    train_references : ReferenceSpectra
-        Reference spectra for the classifier (24 per phase: half train, half validation),
-        different realisations from the specimen's 12 per phase.
-    train_maps : list of ndarray
-        Training phase maps at grid resolution: regions of the phase layer that do not
-        overlap the test region (may be empty in "whole layer" mode).
-    factor : int
-        Phase-layer pixels per grid pixel (majority-vote down-sampling).
-    test_region : (row, col, side) or None
-        Test region in phase-layer pixels (None: the whole layer).
-    train_regions : list of (row, col, side)
-    source : str
-        Name of the phase layer.
-    settings : dict
-        ill_fraction, counts_per_spectrum, seed, reference spectrum files.
-    """
-
-    specimen: Any
-    train_references: Any
-    train_maps: list = field(default_factory=list)
-    factor: int = 1
-    test_region: tuple | None = None
-    train_regions: list = field(default_factory=list)
-    source: str = ""
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def n_phases(self) -> int:
-        return int(self.specimen.n_phases)
-
-    @property
-    def phase_names(self) -> tuple:
-        return tuple(self.specimen.references.phase_names)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.specimen.shape)
-
-
-def specimen_info(layer) -> SpecimenInfo | None:
-    """The :class:`SpecimenInfo` of a ground-truth layer, or None."""
-    if layer is None:
-        return None
-    info = getattr(layer, "metadata", {}).get(SPECIMEN_KEY)
-    return info if isinstance(info, SpecimenInfo) else None
 
 
 @dataclass
@@ -497,11 +441,3 @@ class Session:
     @property
     def engine_pid(self) -> int | None:
         return self.engine.pid if self.engine is not None else None
-
-
-def measured_mask(shape, positions) -> np.ndarray:
-    """uint8 mask (H, W), 1 at ``positions`` (n, 2)."""
-    m = np.zeros(shape, dtype=np.uint8)
-    p = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
-    m[p[:, 0], p[:, 1]] = 1
-    return m

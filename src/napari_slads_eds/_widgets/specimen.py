@@ -23,7 +23,8 @@ from ..segmentation import Regions, majority_downsample, split_regions
 from ..spectra import bundled_standards, default_standards_for, make_reference_spectra, read_spectrum
 from ..specimen import SimulatedSpecimen
 from ._common import LayerCombo, float_spin, int_spin, layer_data_2d, set_status, status_label, user_action, zoom_to_layers
-from ._session import SPECIMEN_KEY, SpecimenInfo, _real, session_for, specimen_info
+from ._session import _real, session_for
+from ._specimen_info import SPECIMEN_KEY, SpecimenInfo, specimen_info
 
 if TYPE_CHECKING:
     import napari

@@ -5,17 +5,17 @@ model, trained in the engine process; saved and loaded.
   phase (half train, half validation).  Progress per epoch; the validation
   misclassification and the confusion matrix (rows: true label, columns: predicted;
   label 0 = ill-spectrum) are shown.  Saved as a folder (``detector.keras``,
-  ``cnn.keras``, ``classifier.json``).
+  ``cnn.keras``, ``classifier.json``); a loaded folder is checked without TensorFlow
+  (:mod:`._classifier_folder`).
 * ERD model: engine job ``train_erd`` on training phase maps: the checked Labels layers,
   or by default the regions of the phase layer that do not overlap the test region.
   Progress over the database and the c search; the chosen c is shown.  Saved as ``.npz``
-  (:class:`~napari_slads_eds.erd.LinearERD` for SLADS or
-  :class:`~napari_slads_eds.erd.MLPERD` for SLADS-Net; both load with numpy only).
+  (:class:`~napari_slads_eds.erd_models.LinearERD` for SLADS or
+  :class:`~napari_slads_eds.erd_models.MLPERD` for SLADS-Net; both load with numpy only).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,19 +27,19 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .._validation import InputError, check_label_image
-from ..erd import load_erd_model
-from ..likelihood import check_classifier_folder, classifier_files, classifier_kind
+from ..erd_models import load_erd_model
+from ..likelihood import classifier_files
 from ..segmentation import majority_downsample
-from ..spectra import EnergyAxis
+from ._classifier_folder import read_classifier_description
 from ._common import (LayerCombo, StartupIndicator, float_spin, follow_layers, int_spin, layer_data_2d, set_progress,
                       set_status, status_label, user_action)
-from ._session import _real, session_for, specimen_info
+from ._session import _real, session_for
+from ._specimen_info import specimen_info
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["TrainingWidget", "read_classifier_description"]
-
+__all__ = ["TrainingWidget"]
 
 
 def _is_specimen_layer(layer) -> bool:
@@ -51,50 +51,6 @@ def _is_training_candidate(layer) -> bool:
 
     return isinstance(layer, Labels) and specimen_info(layer) is None \
         and not layer.metadata.get("slads_eds_live")
-
-
-def read_classifier_description(folder) -> dict:
-    """Check a saved classifier folder and return its ``classifier.json`` (numpy/JSON only;
-    the Keras files themselves are loaded by the engine at the start of a run).
-
-    Raises
-    ------
-    InputError
-        Not a folder, a missing file, or an unreadable description.
-    """
-    d = Path(folder)
-    if not d.is_dir():
-        raise InputError(f"classifier folder not found: {d}")
-    check_classifier_folder(d)
-    kind = classifier_kind(d)
-    f = d / "classifier.json"
-    try:
-        meta = json.loads(f.read_text())
-        raw_names = meta["phase_names"]
-        axis = meta["axis"]
-        EnergyAxis.from_dict(axis)
-        threshold = float(meta["threshold"])
-        report = dict(meta.get("report") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{f}: not a readable classifier description ({exc})") from exc
-    if not isinstance(raw_names, list) or not raw_names or not all(isinstance(n, str) for n in raw_names):
-        raise InputError(f"{f}: phase_names must be a list of one or more names, got {raw_names!r}")
-    if kind == "cnn" and not np.isfinite(threshold):
-        raise InputError(f"{f}: the ill-spectrum threshold must be a finite number, got {meta['threshold']!r}")
-    m = report.get("misclassification")
-    if m is not None and not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m <= 1):
-        raise InputError(f"{f}: report.misclassification must be a number in 0..1, got {m!r}")
-    conf = report.get("confusion")
-    if conf is not None:
-        try:
-            ok = np.asarray(conf, dtype=float).ndim == 2
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InputError(f"{f}: report.confusion must be a matrix of numbers")
-    report.update({"phase_names": list(raw_names), "axis": axis, "threshold": threshold, "path": str(d),
-                   "kind": kind})
-    return report
 
 
 class TrainingWidget(QWidget):
