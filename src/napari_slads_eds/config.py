@@ -100,7 +100,7 @@ class SamplingConfig:
         InputError
             A field of the wrong type or outside its range, named as the command line names it.
         """
-        f = _number(self.fraction, "--fraction (target sampling fraction)")
+        f = _number(self.fraction, "--fraction")
         if not 0 < f <= 1:
             raise InputError(f"--fraction must be in (0, 1], got {self.fraction}")
         fi = _number(self.initial_fraction, "initial fraction")
