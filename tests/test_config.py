@@ -9,7 +9,7 @@ import pytest
 from napari_slads_eds import InputError
 from napari_slads_eds.acquisition import RunConfig
 from napari_slads_eds.config import RunSettings, SamplingConfig
-from napari_slads_eds.jobs import _sampling_config
+from napari_slads_eds.slads_job import _sampling_config
 from napari_slads_eds.replay import ReplaySettings
 from napari_slads_eds.run_folder import RESULT_ARRAYS, RunResult, read_mode, write_run_folder
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QFileDialog
 
 from .._validation import InputError
-from ..acquisition import JOURNAL_NAME
+from ..run_folder import JOURNAL_FILE as JOURNAL_NAME
 from ..run_folder import read_run_folder
 from ._common import user_action
 from ._session import specimen_info
@@ -26,7 +26,7 @@ class ReplayMixin:
         stacks over the measurement index (lazy: a step is computed when shown), with a
         napari dims slider "measurement"; the static Halton and random scans of the same
         budget are added beside them.  Returns the :class:`~.replay_view.RunReplay`."""
-        from ..erd import load_erd_model
+        from ..erd_models import load_erd_model
         from .replay_view import RunReplay
 
         r = self._replay_source if self._replay_source is not None else self.result
@@ -112,7 +112,7 @@ class ReplayMixin:
         finished or not): its ground truth is shown as ``ground truth (<folder>)`` and its
         journal's measurements can be stepped through as after a run.  Returns the
         :class:`~.replay_view.RunReplay`."""
-        from ..acquisition import read_journal
+        from ..journal import read_journal
 
         if self.session.busy:
             raise InputError("wait for the engine to finish before replaying")

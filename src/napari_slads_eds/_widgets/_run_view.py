@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QFileDialog
 from .._files import jsonable
 from .._reader import RESULT_KEY
 from .._validation import InputError
-from ..acquisition import JOURNAL_NAME
+from ..run_folder import JOURNAL_FILE as JOURNAL_NAME
 from ..run_folder import RESULT_ARRAYS, RunResult
 from ._common import run_in_thread, set_progress, show_message, user_action, zoom_to_layers
 from ._session import SPECIMEN_KEY, SpecimenInfo, specimen_info

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from .._files import output_folder
 from .._validation import InputError
-from ..acquisition import JOURNAL_NAME
+from ..run_folder import JOURNAL_FILE as JOURNAL_NAME
 from ..config import RunSettings, SamplingConfig
 from ..run_folder import (CLASSIFIER_DIR, ERD_FILE, SETTINGS_FILE, read_run_folder, sampling_job_kwargs,
                           write_run_folder)
