@@ -212,3 +212,61 @@ def test_run_settings_of_the_wrong_type_are_named(kw, match):
     with pytest.raises(InputError, match=match):
         RunSettings(**kw).check()
     RunSettings(baseline_fractions=[0.05, 0.1]).check()          # a JSON list is fine
+
+
+# --- issue 14: the HyperSpy/npz export of a run --------------------------------------------
+
+def _export_result(H=8, W=8, n=5):
+    rec = np.ones((H, W), np.int32)
+    pos = np.array([[i % H, (3 * i) % W] for i in range(n)]).reshape(-1, 2)
+    return {"reconstruction": rec, "positions": pos, "labels": np.ones(n), "mask": rec > 0}
+
+
+def _with(**changes):
+    r = _export_result()
+    r.update(changes)
+    return r
+
+
+@pytest.mark.parametrize("result, kw, match", [
+    (_with(positions=[["a", "b"]] * 5), {}, "positions must be integers"),
+    (_with(positions=np.arange(9)), {}, r"positions must be \(n, 2\)"),
+    (_with(positions=np.full((5, 2), 0.5)), {}, "non-integral"),
+    (_with(positions=np.full((5, 2), np.nan)), {}, "NaN"),
+    (_with(labels=["x"] * 5), {}, "labels must be integers"),
+    (_with(labels=[np.nan] * 5), {}, "labels contain NaN"),
+    (_with(labels=[70000] * 5), {}, r"labels must be in 0\.\.32767"),
+    (_with(mask=np.ones((9, 8), bool)), {}, r"the mask is \(9, 8\)"),
+    (_with(ground_truth=np.ones((3, 3))), {}, r"the ground truth is \(3, 3\)"),
+    (_with(reconstruction=np.full((8, 8), np.nan)), {}, "reconstruction labels contain NaN"),
+    (_with(td_curve=[[0.1]]), {}, r"td_curve must be a list of \[fraction, TD\] pairs"),
+    (_with(td_curve="abc"), {}, "td_curve must be a list"),
+    (_with(settings={"a": object()}), {}, "JSON values"),
+    (_export_result(), {"elements": 5}, "elements must be element symbols"),
+    (_export_result(), {"elements": {"Fe": 1}}, "elements must be element symbols"),
+    (_export_result(), {"live_time_s": True}, "live_time_s must be a number"),
+    (_export_result(), {"spectra": np.ones((5, 10)), "axis": "keV"}, "axis must be an EnergyAxis"),
+])
+@pytest.mark.parametrize("suffix", [".hspy", ".npz"])
+def test_export_of_a_malformed_result_is_refused(result, kw, match, suffix, tmp_path):
+    """export_run refuses what it would otherwise write wrong (truncated float positions,
+    maps of another shape) or fail on with a raw numpy/json error."""
+    from napari_slads_eds.export import export_run
+
+    with pytest.raises(InputError, match=match):
+        export_run(result, tmp_path / f"run{suffix}", **kw)
+    assert not (tmp_path / f"run{suffix}").exists()
+
+
+@pytest.mark.parametrize("suffix", [".hspy", ".npz"])
+def test_export_of_a_run_without_measurements_and_an_axis_dict(suffix, tmp_path):
+    """No position measured (a 1x1 grid, zero spectra) loads back; an axis given as its
+    dict is accepted."""
+    from napari_slads_eds.export import export_run, load_export
+
+    ax = EnergyAxis(0.0, 0.01, 10)
+    p = export_run(_export_result(1, 1, 0), tmp_path / f"a{suffix}", spectra=np.zeros((0, 10)), axis=ax)
+    r = load_export(p)
+    assert r["positions"].shape == (0, 2) and r["spectra"].shape == (0, 10)
+    p = export_run(_export_result(), tmp_path / f"b{suffix}", spectra=np.ones((5, 10)), axis=ax.to_dict())
+    assert load_export(p)["energy_axis"] == ax
