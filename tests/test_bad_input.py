@@ -200,7 +200,7 @@ def test_every_row_of_the_bad_input_table_is_a_test():
 
 @pytest.mark.parametrize("kw, match", [
     ({"batch": 2.5}, "--batch must be an integer"),
-    ({"fraction": "0.15"}, "--fraction must be a finite number"),
+    ({"fraction": "0.15"}, r"--fraction \(target sampling fraction\) must be a finite number"),
     ({"initial_fraction": float("nan")}, "initial fraction must be a finite number"),
     ({"size": True}, "--size must be an integer"),
     ({"baseline_fractions": "0.1"}, "baseline fractions"),
@@ -270,3 +270,134 @@ def test_export_of_a_run_without_measurements_and_an_axis_dict(suffix, tmp_path)
     assert r["positions"].shape == (0, 2) and r["spectra"].shape == (0, 10)
     p = export_run(_export_result(), tmp_path / f"b{suffix}", spectra=np.ones((5, 10)), axis=ax.to_dict())
     assert load_export(p)["energy_axis"] == ax
+
+
+# --- issue 14: SamplingConfig, the settings and a hand-edited run_settings.json -------------
+
+@pytest.mark.parametrize("kw, match", [
+    ({"baselines": None}, "baselines: expected a sequence"),
+    ({"baselines": 5}, "baselines: expected a sequence"),
+    ({"baseline_fractions": None}, "baseline fractions"),
+    ({"baseline_fractions": 5}, "baseline fractions"),
+    ({"overlap": "false"}, "overlap must be true or false"),
+    ({"overlap": 2}, "overlap must be true or false"),
+])
+def test_sampling_config_of_the_wrong_type_is_named(kw, match):
+    """A JSON null or a string where a list or a bool belongs: an InputError naming the
+    field (a raw TypeError before; "overlap": "false" was silently true)."""
+    from napari_slads_eds.config import SamplingConfig
+
+    with pytest.raises(InputError, match=match):
+        SamplingConfig(**kw).check()
+    with pytest.raises(InputError, match=match):
+        SamplingConfig.from_dict(kw)
+
+
+def test_sampling_config_replace_and_from_settings_name_unknown_fields():
+    from napari_slads_eds.config import SamplingConfig
+
+    with pytest.raises(InputError, match=r"unknown fields \['bogus'\]"):
+        SamplingConfig().replace(bogus=1)
+    with pytest.raises(InputError, match=r"unknown fields \['bogus'\]"):
+        SamplingConfig.from_settings(RunSettings(), bogus=1)
+    assert SamplingConfig().replace(fraction=0.3).fraction == 0.3
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"upsample": "abc"}, "--upsample must be an integer"),
+    ({"ill_fraction": 2.0}, r"--ill-fraction must be in \[0, 1\)"),
+    ({"counts_per_spectrum": -1.0}, "counts per spectrum must be > 0"),
+    ({"noise_lambda": "2"}, "noise_lambda must be a finite number"),
+    ({"ill_lambda": -5.0}, "ill_lambda"),
+    ({"max_train_regions": "4"}, "max_train_regions"),
+])
+def test_run_settings_of_the_wrong_type_or_range_are_named_too(kw, match):
+    with pytest.raises(InputError, match=match):
+        RunSettings(**kw).check()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"smooth": "1.0"}, "--smooth .* must be a finite number"),
+    ({"train_share": "x"}, "--train-share must be a finite number"),
+    ({"dwell": "0.5"}, "--dwell must be a finite number"),
+    ({"n_per_phase": "600"}, "n_per_phase .* must be an integer"),
+    ({"erd_downsample": 0}, "erd_downsample must be an integer"),
+    ({"c_values": 5}, "c_values .* must be a list"),
+    ({"default_calibration": 5}, "--calibration .* must be a list of 2 numbers"),
+    ({"default_calibration": (0.0, -0.01)}, "energy scale .* must be > 0"),
+    ({"classifier": 5}, "--classifier must be a classifier folder"),
+    ({"train": "a.png"}, "--train must be a list"),
+])
+def test_replay_settings_of_the_wrong_type_are_named(kw, match):
+    """What a hand-edited run_settings.json of a replay holds reaches ReplaySettings.check
+    on resume: an InputError naming the setting, not a TypeError from a comparison."""
+    from napari_slads_eds.replay import ReplaySettings
+
+    with pytest.raises(InputError, match=match):
+        ReplaySettings(**kw).check()
+
+
+def _fake_replay_folder(t, **meta_changes):
+    """A replay's run folder as far as read_run_folder looks (no real models: the tests
+    stop before they are used)."""
+    import json
+    from dataclasses import asdict
+
+    from napari_slads_eds.replay import ReplaySettings
+
+    d = t / "replay"
+    (d / "models" / "classifier").mkdir(parents=True)
+    (d / "models" / "classifier" / "classifier.json").write_text(json.dumps({"kind": "poisson"}))
+    for name in ("models/classifier/poisson_model.npz", "models/erd_model.npz", "journal.h5"):
+        (d / name).write_bytes(b"")
+    (d / "models" / "training.json").write_text(json.dumps({"classifier": {}, "erd": {"c": 8.0}}))
+    np.savez(t / "map.npz", counts=np.ones((4, 4, 16), np.uint16), energy_offset_keV=0.0, energy_scale_keV=0.01)
+    meta = {"mode": "replay", "settings": asdict(ReplaySettings()), "n_phases": 2,
+            "source": {"spectrum_image": str(t / "map.npz")}}
+    for k, v in meta_changes.items():
+        if k.startswith("settings_"):
+            meta["settings"][k[len("settings_"):]] = v
+        else:
+            meta[k] = v
+    (d / "run_settings.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"source": "x"}, "'source' must be a JSON object"),
+    ({"source": {"spectrum_image": 5}}, r"the map it replays \(5\) is not there"),
+    ({"source": {}}, r"the map it replays \(unknown\) is not there"),
+    ({"settings_smooth": "1.0"}, "--smooth .* must be a finite number"),
+    ({"settings_c_values": 5}, "c_values .* must be a list"),
+    ({"settings_bogus": 1}, "invalid replay settings"),
+    ({"settings": {"size": 32}}, "invalid replay settings"),
+])
+def test_resume_of_a_hand_edited_replay_folder_is_refused(changes, match, tmp_path):
+    from napari_slads_eds.replay import resume_replay
+
+    d = _fake_replay_folder(tmp_path, **changes)
+    with pytest.raises(InputError, match=match):
+        resume_replay(d)
+
+
+def test_read_mode_of_a_folder_whose_source_is_not_an_object(tmp_path):
+    import json
+
+    from napari_slads_eds.run_folder import read_mode
+
+    (tmp_path / "run_settings.json").write_text(json.dumps({"source": "x"}))
+    assert read_mode(tmp_path) == "run"      # not an AttributeError; read_run_folder names it
+
+
+def test_a_replay_records_the_maps_absolute_path(tmp_path, monkeypatch):
+    """resume_replay reads the map again from run_settings.json: a relative path given to
+    slads-eds replay must not depend on the folder resume is started in."""
+    from napari_slads_eds.replay import ReplaySettings, prepare_replay
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0, (8, 8, 32)).astype(np.uint16)
+    counts[:, 4:, :16] += rng.poisson(20.0, (8, 4, 16)).astype(np.uint16)
+    np.savez(tmp_path / "map.npz", counts=counts, energy_offset_keV=0.0, energy_scale_keV=0.3)
+    monkeypatch.chdir(tmp_path)
+    exp = prepare_replay("map.npz", 2, ReplaySettings(n_per_phase=8, erd_training="micrograph"))
+    assert exp.source["spectrum_image"] == str((tmp_path / "map.npz").resolve())

@@ -168,6 +168,9 @@ def read_run_folder(out_dir) -> RunFolder:
     require((SETTINGS_FILE, TRAINING_FILE, ERD_FILE, f"{CLASSIFIER_DIR}/classifier.json", JOURNAL_NAME))
     meta = read_json(out / SETTINGS_FILE)
     mode = meta.get("mode", "run")
+    if not isinstance(meta.get("source", {}), dict):
+        raise InputError(f"{out / SETTINGS_FILE}: 'source' must be a JSON object (where the specimen came "
+                         f"from), got {meta['source']!r:.80}")
     if mode not in ("run", "replay"):
         raise InputError(f"{out} holds a {mode!r} run, which is not resumed from here "
                          "(a microscope run continues with slads-eds acquire --resume)")
@@ -211,7 +214,8 @@ def read_mode(out_dir) -> str:
     if not p.is_file():
         raise InputError(f"{Path(out_dir)} is not a run folder: {SETTINGS_FILE} is missing")
     meta = read_json(p)
-    if meta.get("mode") is None and (meta.get("source") or {}).get("microscope"):
+    source = meta.get("source")
+    if meta.get("mode") is None and isinstance(source, dict) and source.get("microscope"):
         return "microscope"
     return str(meta.get("mode", "run"))
 
