@@ -401,3 +401,23 @@ def test_a_replay_records_the_maps_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = prepare_replay("map.npz", 2, ReplaySettings(n_per_phase=8, erd_training="micrograph"))
     assert exp.source["spectrum_image"] == str((tmp_path / "map.npz").resolve())
+
+
+@pytest.mark.parametrize("name", ["run.npz", "specimen.npz", "models/erd_model.npz",
+                                  "models/classifier/poisson_model.npz"])
+def test_export_never_overwrites_a_run_folders_own_files(name, tmp_path):
+    """slads-eds export DIR --to DIR/run.npz (or the Save dialog on that name) wrote an
+    export over the run's run.npz; over specimen.npz or a model it made the run
+    unresumable.  Beside them (run_export.npz) or elsewhere is fine."""
+    import json
+
+    from napari_slads_eds.export import export_run
+
+    (tmp_path / "run_settings.json").write_text(json.dumps({"mode": "run"}))
+    target = tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"precious")
+    with pytest.raises(InputError, match="is a file of the run folder"):
+        export_run(_export_result(), target)
+    assert target.read_bytes() == b"precious"
+    assert export_run(_export_result(), tmp_path / "run_export.npz").is_file()

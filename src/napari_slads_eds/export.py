@@ -126,6 +126,25 @@ def _arrays(result: dict, spectra, axis: EnergyAxis | None):
     return arrays, axis
 
 
+def _refuse_run_folder_file(p: Path) -> None:
+    """Refuse to write an export over a file a run folder needs (its ``run.npz``, its
+    specimen, its models): an export is written beside them (``run_export.npz``,
+    ``run.hspy``) or elsewhere."""
+    from .run_folder import MODELS_DIR, SETTINGS_FILE
+
+    try:
+        q = p.resolve()
+    except OSError:
+        return
+    for folder in list(q.parents)[:3]:
+        if (folder / SETTINGS_FILE).is_file() or (folder / JOURNAL_NAME).is_file():
+            rel = q.relative_to(folder).as_posix()
+            if rel in (RUN_FILE, SPECIMEN_FILE) or rel.startswith(f"{MODELS_DIR}/"):
+                raise InputError(f"export: {p} is a file of the run folder {folder} (its {rel}); "
+                                 f"export to another name, e.g. {folder / 'run_export.npz'}")
+            return
+
+
 def _known_number(value, name: str) -> float | None:
     """A positive finite number, or None for unknown (None or 0, as a run without calibration)."""
     if value is None:
@@ -206,6 +225,7 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
         raise InputError(f"export: expected a .hspy, .zspy or .npz file name, got {p.name!r}")
     if p.exists() and not overwrite:
         raise InputError(f"export: {p} exists (overwrite=False)")
+    _refuse_run_folder_file(p)
     arrays, axis = _arrays(result, spectra, axis)
     summary = _summary(result)
     try:
