@@ -421,3 +421,69 @@ def test_export_never_overwrites_a_run_folders_own_files(name, tmp_path):
         export_run(_export_result(), target)
     assert target.read_bytes() == b"precious"
     assert export_run(_export_result(), tmp_path / "run_export.npz").is_file()
+
+
+# --- issue 14: the napari writer (File > Save Selected Layers) and reader ------------------
+
+def _run_layer_data(rec=None, mask=None, points=None, rec_meta=None, pts_meta=None):
+    rec = np.array([[1, 1, 2], [1, 2, 2]], np.int32) if rec is None else rec
+    out = [(rec, {"name": "r", "metadata": {"slads_eds_run": "reconstruction", **(rec_meta or {})}}, "labels")]
+    if mask is not None:
+        out.append((mask, {"name": "m", "metadata": {"slads_eds_run": "mask"}}, "image"))
+    if points is not None:
+        out.append((points, {"name": "p", "metadata": {"slads_eds_run": "measured"}, **(pts_meta or {})}, "points"))
+    return out
+
+
+_MASK = np.array([[1, 0, 0], [0, 0, 1]], np.uint8)
+
+
+@pytest.mark.parametrize("layers, match", [
+    (_run_layer_data(rec=np.array([[1.4, 1, 2], [1, 2, 2]]), mask=_MASK), "non-integer values"),
+    (_run_layer_data(rec=np.full((2, 3), np.nan), mask=_MASK), "NaN or inf"),
+    (_run_layer_data(rec=-np.ones((2, 3)), mask=_MASK), r"phase labels in 0\.\.32767"),
+    (_run_layer_data(mask=np.full((2, 3), np.nan)), "mask 'm' must be finite numbers"),
+    (_run_layer_data(points=np.array([[0.0, 0.0], [1.0, 2.0]]),
+                     pts_meta={"features": {"label": ["a", "b"]}}), "'label' feature must be integer"),
+    (_run_layer_data(points=np.array([[0.0, 0.0], [1.0, 2.0]]),
+                     pts_meta={"features": {"label": [np.nan, 1.0]}}), "'label' feature holds NaN"),
+    (_run_layer_data(points=np.array([[0.0, np.nan]])), r"must be \(n, 2\) finite"),
+])
+def test_writer_refuses_layers_it_would_save_wrong(layers, match, tmp_path):
+    """A Labels layer of float (or NaN) data was truncated to int silently; a NaN mask saved
+    a run of no measurements; a string label feature gave a raw ValueError."""
+    from napari_slads_eds._writer import write_run_layers
+
+    with pytest.raises(InputError, match=match):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_run_layers(str(tmp_path / "run.npz"), layers)
+    assert not (tmp_path / "run.npz").exists()
+
+
+def test_writer_takes_the_last_two_columns_of_3d_points_and_odd_metadata():
+    """Points of a 3-D view (plane, row, col) gave scrambled positions (reshape to (-1, 2));
+    a role that is not a string, a summary that is not a dict, units that are not a
+    sequence gave raw TypeErrors/ValueErrors."""
+    from napari_slads_eds._writer import layers_to_run
+
+    pts = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    run, _ = layers_to_run(_run_layer_data(points=pts, rec_meta={"slads_eds_result": "x"}))
+    np.testing.assert_array_equal(run["positions"], [[0, 0], [1, 2]])
+    np.testing.assert_array_equal(run["labels"], [1, 2])
+    lt = _run_layer_data(mask=_MASK)
+    lt[0][1]["units"] = 5
+    lt[0][1]["scale"] = "abc"
+    assert layers_to_run(lt)[1] == {}
+    lt[0][1]["metadata"]["slads_eds_run"] = ["reconstruction"]
+    with pytest.raises(InputError, match="not part of a SLADS run"):
+        layers_to_run(lt)
+
+
+def test_reader_refuses_an_empty_spectrum_image(tmp_path):
+    from napari_slads_eds._reader import read_path
+
+    np.savez(tmp_path / "m.npz", counts=np.ones((0, 5, 16), np.uint16), energy_offset_keV=0.0,
+             energy_scale_keV=0.01)
+    with pytest.raises(InputError, match="is empty: 0x5 pixels"):
+        read_path(str(tmp_path / "m.npz"))
