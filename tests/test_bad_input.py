@@ -487,3 +487,59 @@ def test_reader_refuses_an_empty_spectrum_image(tmp_path):
              energy_scale_keV=0.01)
     with pytest.raises(InputError, match="is empty: 0x5 pixels"):
         read_path(str(tmp_path / "m.npz"))
+
+
+# --- issue 14: RunResult.from_job, write_run_folder, sampling_job_kwargs --------------------
+
+_RAW = {"grid": [4, 4], "n_measured": 3, "phases": 2, "sampling_fraction": 0.2}
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"raw": None}, "the job's result must be a dict"),
+    ({"raw": {**_RAW, "grid": "ab"}}, "bad grid"),
+    ({"raw": {**_RAW, "grid": [1, 2, 3]}}, "bad grid"),
+    ({"raw": {**_RAW, "grid": [0, 0]}}, "bad grid"),
+    ({"raw": {**_RAW, "td": "x"}}, "not a number"),
+    ({"dwell_per_position": "x"}, "not a number"),
+    ({"config": 5}, "config must be a SamplingConfig"),
+    ({"settings": [1]}, "settings must be a dict"),
+])
+def test_run_result_from_a_bad_job_result(changes, match):
+    from napari_slads_eds.config import SamplingConfig
+    from napari_slads_eds.run_folder import RunResult
+
+    kw = dict(raw=_RAW, mode="run", config=SamplingConfig(), settings={}, source={}, classifier_report={},
+              erd_report={}, seconds=1.0)
+    kw.update(changes)
+    raw = kw.pop("raw")
+    with pytest.raises(InputError, match=match):
+        RunResult.from_job(raw, **kw)
+    # None reports and a config dict are accepted
+    kw.update(config={}, settings=None, classifier_report=None, erd_report=None, dwell_per_position=1.0)
+    assert RunResult.from_job(_RAW, **kw).dose["total_dwell"] == 3.0
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"settings": {"a": 1}}, "settings must be RunSettings or ReplaySettings"),
+    ({"n_phases": "two"}, "n_phases must be an integer"),
+    ({"settings": RunSettings(fraction=2.0)}, "--fraction must be in"),
+])
+def test_write_run_folder_refuses_bad_arguments_before_writing(kw, match, tmp_path):
+    from napari_slads_eds.run_folder import write_run_folder
+
+    args = dict(settings=RunSettings(), n_phases=2)
+    args.update(kw)
+    with pytest.raises(InputError, match=match):
+        write_run_folder(tmp_path / "out", None, args.pop("settings"), {}, {}, **args)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        write_run_folder(tmp_path / "file", None, RunSettings(), {}, {}, n_phases=2)
+
+
+def test_sampling_job_kwargs_with_no_or_odd_training_report():
+    from napari_slads_eds.config import SamplingConfig
+    from napari_slads_eds.run_folder import sampling_job_kwargs
+
+    for rep in (None, {"stopping": "x"}):
+        assert sampling_job_kwargs("d", SamplingConfig(), rep, resume=False, stop_td=0.1)["stop_threshold"] is None
