@@ -200,7 +200,7 @@ def test_every_row_of_the_bad_input_table_is_a_test():
 
 @pytest.mark.parametrize("kw, match", [
     ({"batch": 2.5}, "--batch must be an integer"),
-    ({"fraction": "0.15"}, "--fraction must be a finite number"),
+    ({"fraction": "0.15"}, r"--fraction \(target sampling fraction\) must be a finite number"),
     ({"initial_fraction": float("nan")}, "initial fraction must be a finite number"),
     ({"size": True}, "--size must be an integer"),
     ({"baseline_fractions": "0.1"}, "baseline fractions"),
@@ -212,3 +212,334 @@ def test_run_settings_of_the_wrong_type_are_named(kw, match):
     with pytest.raises(InputError, match=match):
         RunSettings(**kw).check()
     RunSettings(baseline_fractions=[0.05, 0.1]).check()          # a JSON list is fine
+
+
+# --- issue 14: the HyperSpy/npz export of a run --------------------------------------------
+
+def _export_result(H=8, W=8, n=5):
+    rec = np.ones((H, W), np.int32)
+    pos = np.array([[i % H, (3 * i) % W] for i in range(n)]).reshape(-1, 2)
+    return {"reconstruction": rec, "positions": pos, "labels": np.ones(n), "mask": rec > 0}
+
+
+def _with(**changes):
+    r = _export_result()
+    r.update(changes)
+    return r
+
+
+@pytest.mark.parametrize("result, kw, match", [
+    (_with(positions=[["a", "b"]] * 5), {}, "positions must be integers"),
+    (_with(positions=np.arange(9)), {}, r"positions must be \(n, 2\)"),
+    (_with(positions=np.full((5, 2), 0.5)), {}, "non-integral"),
+    (_with(positions=np.full((5, 2), np.nan)), {}, "NaN"),
+    (_with(labels=["x"] * 5), {}, "labels must be integers"),
+    (_with(labels=[np.nan] * 5), {}, "labels contain NaN"),
+    (_with(labels=[70000] * 5), {}, r"labels must be in 0\.\.32767"),
+    (_with(mask=np.ones((9, 8), bool)), {}, r"the mask is \(9, 8\)"),
+    (_with(ground_truth=np.ones((3, 3))), {}, r"the ground truth is \(3, 3\)"),
+    (_with(reconstruction=np.full((8, 8), np.nan)), {}, "reconstruction labels contain NaN"),
+    (_with(td_curve=[[0.1]]), {}, r"td_curve must be a list of \[fraction, TD\] pairs"),
+    (_with(td_curve="abc"), {}, "td_curve must be a list"),
+    (_with(settings={"a": object()}), {}, "JSON values"),
+    (_export_result(), {"elements": 5}, "elements must be element symbols"),
+    (_export_result(), {"elements": {"Fe": 1}}, "elements must be element symbols"),
+    (_export_result(), {"live_time_s": True}, "live_time_s must be a number"),
+    (_export_result(), {"spectra": np.ones((5, 10)), "axis": "keV"}, "axis must be an EnergyAxis"),
+])
+@pytest.mark.parametrize("suffix", [".hspy", ".npz"])
+def test_export_of_a_malformed_result_is_refused(result, kw, match, suffix, tmp_path):
+    """export_run refuses what it would otherwise write wrong (truncated float positions,
+    maps of another shape) or fail on with a raw numpy/json error."""
+    from napari_slads_eds.export import export_run
+
+    with pytest.raises(InputError, match=match):
+        export_run(result, tmp_path / f"run{suffix}", **kw)
+    assert not (tmp_path / f"run{suffix}").exists()
+
+
+@pytest.mark.parametrize("suffix", [".hspy", ".npz"])
+def test_export_of_a_run_without_measurements_and_an_axis_dict(suffix, tmp_path):
+    """No position measured (a 1x1 grid, zero spectra) loads back; an axis given as its
+    dict is accepted."""
+    from napari_slads_eds.export import export_run, load_export
+
+    ax = EnergyAxis(0.0, 0.01, 10)
+    p = export_run(_export_result(1, 1, 0), tmp_path / f"a{suffix}", spectra=np.zeros((0, 10)), axis=ax)
+    r = load_export(p)
+    assert r["positions"].shape == (0, 2) and r["spectra"].shape == (0, 10)
+    p = export_run(_export_result(), tmp_path / f"b{suffix}", spectra=np.ones((5, 10)), axis=ax.to_dict())
+    assert load_export(p)["energy_axis"] == ax
+
+
+# --- issue 14: SamplingConfig, the settings and a hand-edited run_settings.json -------------
+
+@pytest.mark.parametrize("kw, match", [
+    ({"baselines": None}, "baselines: expected a sequence"),
+    ({"baselines": 5}, "baselines: expected a sequence"),
+    ({"baseline_fractions": None}, "baseline fractions"),
+    ({"baseline_fractions": 5}, "baseline fractions"),
+    ({"overlap": "false"}, "overlap must be true or false"),
+    ({"overlap": 2}, "overlap must be true or false"),
+])
+def test_sampling_config_of_the_wrong_type_is_named(kw, match):
+    """A JSON null or a string where a list or a bool belongs: an InputError naming the
+    field (a raw TypeError before; "overlap": "false" was silently true)."""
+    from napari_slads_eds.config import SamplingConfig
+
+    with pytest.raises(InputError, match=match):
+        SamplingConfig(**kw).check()
+    with pytest.raises(InputError, match=match):
+        SamplingConfig.from_dict(kw)
+
+
+def test_sampling_config_replace_and_from_settings_name_unknown_fields():
+    from napari_slads_eds.config import SamplingConfig
+
+    with pytest.raises(InputError, match=r"unknown fields \['bogus'\]"):
+        SamplingConfig().replace(bogus=1)
+    with pytest.raises(InputError, match=r"unknown fields \['bogus'\]"):
+        SamplingConfig.from_settings(RunSettings(), bogus=1)
+    assert SamplingConfig().replace(fraction=0.3).fraction == 0.3
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"upsample": "abc"}, "--upsample must be an integer"),
+    ({"ill_fraction": 2.0}, r"--ill-fraction must be in \[0, 1\)"),
+    ({"counts_per_spectrum": -1.0}, "counts per spectrum must be > 0"),
+    ({"noise_lambda": "2"}, "noise_lambda must be a finite number"),
+    ({"ill_lambda": -5.0}, "ill_lambda"),
+    ({"max_train_regions": "4"}, "max_train_regions"),
+])
+def test_run_settings_of_the_wrong_type_or_range_are_named_too(kw, match):
+    with pytest.raises(InputError, match=match):
+        RunSettings(**kw).check()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"smooth": "1.0"}, "--smooth .* must be a finite number"),
+    ({"train_share": "x"}, "--train-share must be a finite number"),
+    ({"dwell": "0.5"}, "--dwell must be a finite number"),
+    ({"n_per_phase": "600"}, "n_per_phase .* must be an integer"),
+    ({"erd_downsample": 0}, "erd_downsample must be an integer"),
+    ({"c_values": 5}, "c_values .* must be a list"),
+    ({"default_calibration": 5}, "--calibration .* must be a list of 2 numbers"),
+    ({"default_calibration": (0.0, -0.01)}, "energy scale .* must be > 0"),
+    ({"classifier": 5}, "--classifier must be a classifier folder"),
+    ({"train": "a.png"}, "--train must be a list"),
+])
+def test_replay_settings_of_the_wrong_type_are_named(kw, match):
+    """What a hand-edited run_settings.json of a replay holds reaches ReplaySettings.check
+    on resume: an InputError naming the setting, not a TypeError from a comparison."""
+    from napari_slads_eds.replay import ReplaySettings
+
+    with pytest.raises(InputError, match=match):
+        ReplaySettings(**kw).check()
+
+
+def _fake_replay_folder(t, **meta_changes):
+    """A replay's run folder as far as read_run_folder looks (no real models: the tests
+    stop before they are used)."""
+    import json
+    from dataclasses import asdict
+
+    from napari_slads_eds.replay import ReplaySettings
+
+    d = t / "replay"
+    (d / "models" / "classifier").mkdir(parents=True)
+    (d / "models" / "classifier" / "classifier.json").write_text(json.dumps({"kind": "poisson"}))
+    for name in ("models/classifier/poisson_model.npz", "models/erd_model.npz", "journal.h5"):
+        (d / name).write_bytes(b"")
+    (d / "models" / "training.json").write_text(json.dumps({"classifier": {}, "erd": {"c": 8.0}}))
+    np.savez(t / "map.npz", counts=np.ones((4, 4, 16), np.uint16), energy_offset_keV=0.0, energy_scale_keV=0.01)
+    meta = {"mode": "replay", "settings": asdict(ReplaySettings()), "n_phases": 2,
+            "source": {"spectrum_image": str(t / "map.npz")}}
+    for k, v in meta_changes.items():
+        if k.startswith("settings_"):
+            meta["settings"][k[len("settings_"):]] = v
+        else:
+            meta[k] = v
+    (d / "run_settings.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"source": "x"}, "'source' must be a JSON object"),
+    ({"source": {"spectrum_image": 5}}, r"the map it replays \(5\) is not there"),
+    ({"source": {}}, r"the map it replays \(unknown\) is not there"),
+    ({"settings_smooth": "1.0"}, "--smooth .* must be a finite number"),
+    ({"settings_c_values": 5}, "c_values .* must be a list"),
+    ({"settings_bogus": 1}, "invalid replay settings"),
+    ({"settings": {"size": 32}}, "invalid replay settings"),
+])
+def test_resume_of_a_hand_edited_replay_folder_is_refused(changes, match, tmp_path):
+    from napari_slads_eds.replay import resume_replay
+
+    d = _fake_replay_folder(tmp_path, **changes)
+    with pytest.raises(InputError, match=match):
+        resume_replay(d)
+
+
+def test_read_mode_of_a_folder_whose_source_is_not_an_object(tmp_path):
+    import json
+
+    from napari_slads_eds.run_folder import read_mode
+
+    (tmp_path / "run_settings.json").write_text(json.dumps({"source": "x"}))
+    assert read_mode(tmp_path) == "run"      # not an AttributeError; read_run_folder names it
+
+
+def test_a_replay_records_the_maps_absolute_path(tmp_path, monkeypatch):
+    """resume_replay reads the map again from run_settings.json: a relative path given to
+    slads-eds replay must not depend on the folder resume is started in."""
+    from napari_slads_eds.replay import ReplaySettings, prepare_replay
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0, (8, 8, 32)).astype(np.uint16)
+    counts[:, 4:, :16] += rng.poisson(20.0, (8, 4, 16)).astype(np.uint16)
+    np.savez(tmp_path / "map.npz", counts=counts, energy_offset_keV=0.0, energy_scale_keV=0.3)
+    monkeypatch.chdir(tmp_path)
+    exp = prepare_replay("map.npz", 2, ReplaySettings(n_per_phase=8, erd_training="micrograph"))
+    assert exp.source["spectrum_image"] == str((tmp_path / "map.npz").resolve())
+
+
+@pytest.mark.parametrize("name", ["run.npz", "specimen.npz", "models/erd_model.npz",
+                                  "models/classifier/poisson_model.npz"])
+def test_export_never_overwrites_a_run_folders_own_files(name, tmp_path):
+    """slads-eds export DIR --to DIR/run.npz (or the Save dialog on that name) wrote an
+    export over the run's run.npz; over specimen.npz or a model it made the run
+    unresumable.  Beside them (run_export.npz) or elsewhere is fine."""
+    import json
+
+    from napari_slads_eds.export import export_run
+
+    (tmp_path / "run_settings.json").write_text(json.dumps({"mode": "run"}))
+    target = tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"precious")
+    with pytest.raises(InputError, match="is a file of the run folder"):
+        export_run(_export_result(), target)
+    assert target.read_bytes() == b"precious"
+    assert export_run(_export_result(), tmp_path / "run_export.npz").is_file()
+
+
+# --- issue 14: the napari writer (File > Save Selected Layers) and reader ------------------
+
+def _run_layer_data(rec=None, mask=None, points=None, rec_meta=None, pts_meta=None):
+    rec = np.array([[1, 1, 2], [1, 2, 2]], np.int32) if rec is None else rec
+    out = [(rec, {"name": "r", "metadata": {"slads_eds_run": "reconstruction", **(rec_meta or {})}}, "labels")]
+    if mask is not None:
+        out.append((mask, {"name": "m", "metadata": {"slads_eds_run": "mask"}}, "image"))
+    if points is not None:
+        out.append((points, {"name": "p", "metadata": {"slads_eds_run": "measured"}, **(pts_meta or {})}, "points"))
+    return out
+
+
+_MASK = np.array([[1, 0, 0], [0, 0, 1]], np.uint8)
+
+
+@pytest.mark.parametrize("layers, match", [
+    (_run_layer_data(rec=np.array([[1.4, 1, 2], [1, 2, 2]]), mask=_MASK), "non-integer values"),
+    (_run_layer_data(rec=np.full((2, 3), np.nan), mask=_MASK), "NaN or inf"),
+    (_run_layer_data(rec=-np.ones((2, 3)), mask=_MASK), r"phase labels in 0\.\.32767"),
+    (_run_layer_data(mask=np.full((2, 3), np.nan)), "mask 'm' must be finite numbers"),
+    (_run_layer_data(points=np.array([[0.0, 0.0], [1.0, 2.0]]),
+                     pts_meta={"features": {"label": ["a", "b"]}}), "'label' feature must be integer"),
+    (_run_layer_data(points=np.array([[0.0, 0.0], [1.0, 2.0]]),
+                     pts_meta={"features": {"label": [np.nan, 1.0]}}), "'label' feature holds NaN"),
+    (_run_layer_data(points=np.array([[0.0, np.nan]])), r"must be \(n, 2\) finite"),
+])
+def test_writer_refuses_layers_it_would_save_wrong(layers, match, tmp_path):
+    """A Labels layer of float (or NaN) data was truncated to int silently; a NaN mask saved
+    a run of no measurements; a string label feature gave a raw ValueError."""
+    from napari_slads_eds._writer import write_run_layers
+
+    with pytest.raises(InputError, match=match):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_run_layers(str(tmp_path / "run.npz"), layers)
+    assert not (tmp_path / "run.npz").exists()
+
+
+def test_writer_takes_the_last_two_columns_of_3d_points_and_odd_metadata():
+    """Points of a 3-D view (plane, row, col) gave scrambled positions (reshape to (-1, 2));
+    a role that is not a string, a summary that is not a dict, units that are not a
+    sequence gave raw TypeErrors/ValueErrors."""
+    from napari_slads_eds._writer import layers_to_run
+
+    pts = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    run, _ = layers_to_run(_run_layer_data(points=pts, rec_meta={"slads_eds_result": "x"}))
+    np.testing.assert_array_equal(run["positions"], [[0, 0], [1, 2]])
+    np.testing.assert_array_equal(run["labels"], [1, 2])
+    lt = _run_layer_data(mask=_MASK)
+    lt[0][1]["units"] = 5
+    lt[0][1]["scale"] = "abc"
+    assert layers_to_run(lt)[1] == {}
+    lt[0][1]["metadata"]["slads_eds_run"] = ["reconstruction"]
+    with pytest.raises(InputError, match="not part of a SLADS run"):
+        layers_to_run(lt)
+
+
+def test_reader_refuses_an_empty_spectrum_image(tmp_path):
+    from napari_slads_eds._reader import read_path
+
+    np.savez(tmp_path / "m.npz", counts=np.ones((0, 5, 16), np.uint16), energy_offset_keV=0.0,
+             energy_scale_keV=0.01)
+    with pytest.raises(InputError, match="is empty: 0x5 pixels"):
+        read_path(str(tmp_path / "m.npz"))
+
+
+# --- issue 14: RunResult.from_job, write_run_folder, sampling_job_kwargs --------------------
+
+_RAW = {"grid": [4, 4], "n_measured": 3, "phases": 2, "sampling_fraction": 0.2}
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"raw": None}, "the job's result must be a dict"),
+    ({"raw": {**_RAW, "grid": "ab"}}, "bad grid"),
+    ({"raw": {**_RAW, "grid": [1, 2, 3]}}, "bad grid"),
+    ({"raw": {**_RAW, "grid": [0, 0]}}, "bad grid"),
+    ({"raw": {**_RAW, "td": "x"}}, "not a number"),
+    ({"dwell_per_position": "x"}, "not a number"),
+    ({"config": 5}, "config must be a SamplingConfig"),
+    ({"settings": [1]}, "settings must be a dict"),
+])
+def test_run_result_from_a_bad_job_result(changes, match):
+    from napari_slads_eds.config import SamplingConfig
+    from napari_slads_eds.run_folder import RunResult
+
+    kw = dict(raw=_RAW, mode="run", config=SamplingConfig(), settings={}, source={}, classifier_report={},
+              erd_report={}, seconds=1.0)
+    kw.update(changes)
+    raw = kw.pop("raw")
+    with pytest.raises(InputError, match=match):
+        RunResult.from_job(raw, **kw)
+    # None reports and a config dict are accepted
+    kw.update(config={}, settings=None, classifier_report=None, erd_report=None, dwell_per_position=1.0)
+    assert RunResult.from_job(_RAW, **kw).dose["total_dwell"] == 3.0
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"settings": {"a": 1}}, "settings must be RunSettings or ReplaySettings"),
+    ({"n_phases": "two"}, "n_phases must be an integer"),
+    ({"settings": RunSettings(fraction=2.0)}, "--fraction must be in"),
+])
+def test_write_run_folder_refuses_bad_arguments_before_writing(kw, match, tmp_path):
+    from napari_slads_eds.run_folder import write_run_folder
+
+    args = dict(settings=RunSettings(), n_phases=2)
+    args.update(kw)
+    with pytest.raises(InputError, match=match):
+        write_run_folder(tmp_path / "out", None, args.pop("settings"), {}, {}, **args)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        write_run_folder(tmp_path / "file", None, RunSettings(), {}, {}, n_phases=2)
+
+
+def test_sampling_job_kwargs_with_no_or_odd_training_report():
+    from napari_slads_eds.config import SamplingConfig
+    from napari_slads_eds.run_folder import sampling_job_kwargs
+
+    for rep in (None, {"stopping": "x"}):
+        assert sampling_job_kwargs("d", SamplingConfig(), rep, resume=False, stop_td=0.1)["stop_threshold"] is None

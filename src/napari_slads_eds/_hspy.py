@@ -103,6 +103,10 @@ def check_elements(elements) -> list[str]:
     """
     if isinstance(elements, str):
         elements = [elements]
+    if not isinstance(elements, (list, tuple, set, frozenset, np.ndarray)) or \
+            not all(isinstance(e, (str, np.str_)) for e in elements):
+        raise InputError(f"export: elements must be element symbols (a str or a list of str, e.g. "
+                         f"['Fe', 'Si']), got {elements!r}")
     out = [str(e).strip() for e in elements]
     bad = [e for e in out if e not in _SYMBOLS]
     if bad:
@@ -312,7 +316,7 @@ def _run_from_item(p: Path, item: dict) -> dict:
             sp = np.asarray(data.vindex[pos[:, 0], pos[:, 1]]) if n else np.zeros((0, data.shape[-1]))
         else:
             sp = np.asarray(data)[pos[:, 0], pos[:, 1]]
-        out["spectra"] = np.asarray(sp, dtype=np.float32).reshape(n, -1)
+        out["spectra"] = np.asarray(sp, dtype=np.float32).reshape(n, data.shape[-1])
     elif layout == "measurement":
         sp = np.asarray(data, dtype=np.float32)
         if sp.ndim == 1:

@@ -212,7 +212,9 @@ def _spectrum_image_layers(si) -> list[tuple]:
         layers.append((np.asarray(im), {"name": f"{si.name} {key}", "colormap": "gray",
                                         "visible": False, **common}, "image"))
     counts = np.asarray(si.counts)
-    H, W, _ = counts.shape
+    H, W, p = counts.shape
+    if not (H and W and p):
+        raise InputError(f"spectrum image {si.name!r} is empty: {H}x{W} pixels of {p} channels")
     s = max(1, int(max(H, W) // 256))       # contrast from a sub-sample (the cube stays lazy)
     # the 99.5th percentile, not the maximum: the strongest line would leave every other
     # energy's slice nearly black (a strong line's slice saturates instead)

@@ -50,8 +50,10 @@ _ROLE_TYPES = {"reconstruction": "labels", "ground_truth": "labels", "mask": "im
 
 def _role(meta: dict) -> str | None:
     md = meta.get("metadata") or {}
+    if not isinstance(md, dict):
+        return None
     role = md.get(RUN_KEY) or md.get(LIVE_KEY)
-    return str(role) if role in _ROLE_TYPES else None
+    return role if isinstance(role, str) and role in _ROLE_TYPES else None
 
 
 def _labels_feature(meta: dict):
@@ -62,7 +64,25 @@ def _labels_feature(meta: dict):
         col = feats["label"]
     except (KeyError, TypeError, IndexError):
         return None
-    return np.asarray(col, dtype=np.int16).reshape(-1)
+    return _int_labels(col, "the measured points' 'label' feature")
+
+
+def _int_labels(values, what: str) -> np.ndarray:
+    """``values`` as int16 phase labels 0..32767 (integral, finite), or InputError."""
+    a = np.asarray(values)
+    if a.dtype == bool:
+        a = a.astype(np.int16)
+    if a.size and (a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a)):
+        raise InputError(f"save a SLADS run: {what} must be integer phase labels, got dtype {a.dtype}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"save a SLADS run: {what} holds NaN or inf, expected integer phase labels")
+        if not np.all(a == np.round(a)):
+            raise InputError(f"save a SLADS run: {what} holds non-integer values, expected integer phase labels "
+                             "(a Labels layer of float data?)")
+    if a.size and (a.min() < 0 or a.max() > np.iinfo(np.int16).max):
+        raise InputError(f"save a SLADS run: {what} must be phase labels in 0..32767, got {a.min()}..{a.max()}")
+    return a.astype(np.int16).reshape(-1) if a.ndim <= 1 else a.astype(np.int16)
 
 
 def layers_to_run(layer_data: list[tuple]) -> tuple[dict, dict]:
@@ -117,7 +137,9 @@ def layers_to_run(layer_data: list[tuple]) -> tuple[dict, dict]:
     if rec.ndim != 2:
         raise InputError(f"save a SLADS run: the reconstruction must be 2-D, got shape {rec.shape}")
     H, W = rec.shape
-    summary = dict((rec_meta.get("metadata") or {}).get(RESULT_KEY) or {})
+    _int_labels(rec, f"the reconstruction {rec_meta.get('name', '')!r}")
+    summary = (rec_meta.get("metadata") or {}).get(RESULT_KEY)
+    summary = dict(summary) if isinstance(summary, dict) else {}
     result = {k: v for k, v in summary.items() if not k.startswith("export_")}
     for k in ("td", "sampling_fraction"):
         v = (rec_meta.get("metadata") or {}).get(k)
@@ -131,17 +153,33 @@ def layers_to_run(layer_data: list[tuple]) -> tuple[dict, dict]:
             if a.shape != (H, W):
                 raise InputError(f"save a SLADS run: the {role.replace('_', ' ')} is {a.shape}, the "
                                  f"reconstruction {(H, W)}")
+            if role == "ground_truth":
+                _int_labels(a, f"the ground truth {roles[role][1].get('name', '')!r}")
+            elif a.size and (not np.issubdtype(a.dtype, np.number) and a.dtype != bool
+                             or not np.all(np.isfinite(a))):
+                raise InputError(f"save a SLADS run: the {role} {roles[role][1].get('name', '')!r} must be "
+                                 f"finite numbers, got dtype {a.dtype}{' with NaN or inf' if a.dtype.kind == 'f' else ''}")
             maps[role] = a
     kwargs: dict = {}
     if "measured" in roles:
         pdata, pmeta, _ = roles["measured"]
-        pos = np.rint(np.asarray(pdata, dtype=np.float64).reshape(-1, 2)[:, -2:]).astype(np.int64)
+        try:
+            pts = np.asarray(pdata, dtype=np.float64)
+        except (TypeError, ValueError):
+            pts = np.zeros((0, 0))
+        if pts.size == 0:
+            pts = np.zeros((0, 2))
+        if pts.ndim != 2 or pts.shape[1] < 2 or not np.all(np.isfinite(pts)):
+            raise InputError(f"save a SLADS run: the measured points must be (n, 2) finite (row, col), got "
+                             f"shape {pts.shape}")
+        # points of a 3-D or 4-D view: (…, row, col) -- the last two columns
+        pos = np.rint(pts[:, -2:]).astype(np.int64)
         if pos.size and (pos.min() < 0 or pos[:, 0].max() >= H or pos[:, 1].max() >= W):
             raise InputError(f"save a SLADS run: measured points outside the {H}x{W} reconstruction")
         labels = _labels_feature(pmeta)
         pmd = pmeta.get("metadata") or {}
         if labels is None and pmd.get("labels") is not None:
-            labels = np.asarray(pmd["labels"], dtype=np.int16).reshape(-1)
+            labels = _int_labels(pmd["labels"], "the measured points' metadata labels").reshape(-1)
         if labels is None or labels.size != len(pos):
             labels = rec[pos[:, 0], pos[:, 1]].astype(np.int16)
         sp, ax = pmd.get("spectra"), pmd.get("energy_axis")
@@ -170,8 +208,13 @@ def layers_to_run(layer_data: list[tuple]) -> tuple[dict, dict]:
 
 def _calibration(meta: dict, summary: dict) -> dict:
     """pixel_size/pixel_units from the layer's scale and units (or the summary's)."""
-    scale = tuple(float(s) for s in (meta.get("scale") if meta.get("scale") is not None else (1.0, 1.0)))[-2:]
+    try:
+        scale = tuple(float(s) for s in (meta.get("scale") if meta.get("scale") is not None else (1.0, 1.0)))[-2:]
+    except (TypeError, ValueError):
+        scale = (1.0, 1.0)           # not a scale napari would have: uncalibrated
     units = meta.get("units")
+    if isinstance(units, str) or not isinstance(units, (list, tuple)):
+        units = [units] if units is not None else None
     unit = str(units[-1]) if units is not None and len(units) else ""
     unit = "" if unit in ("pixel", "px") else unit.replace("micrometer", "µm").replace("nanometer", "nm")
     px = summary.get("export_pixel_size")

@@ -109,6 +109,9 @@ class SamplingConfig:
         if self.initial_pattern not in ("halton", "random"):
             raise InputError(f"initial pattern must be 'halton' or 'random', got {self.initial_pattern!r}")
         check_int(self.batch, "--batch", 1)
+        if not isinstance(self.overlap, (bool, np.bool_)):
+            # a hand-edited "overlap": "false" would be true
+            raise InputError(f"overlap must be true or false, got {self.overlap!r}")
         if self.batch_mode not in ("top", "pseudo"):
             raise InputError(f"batch mode must be 'top' or 'pseudo', got {self.batch_mode!r}")
         check_int(self.k, "k (neighbours of the reconstruction)", 1, 100)
@@ -116,13 +119,13 @@ class SamplingConfig:
         if self.uncertainty not in UNCERTAINTY:
             raise InputError(f"--uncertainty must be 'hard' or 'soft', got {self.uncertainty!r}")
         b = self.baselines
-        if isinstance(b, (str, bytes)) or not all(isinstance(x, str) for x in b):
+        if not isinstance(b, (list, tuple)) or not all(isinstance(x, str) for x in b):
             raise InputError(f"baselines: expected a sequence of names from {BASELINES}, got {b!r}")
         for x in b:
             if x not in BASELINES:
                 raise InputError(f"unknown baseline {x!r} (known: {', '.join(BASELINES)})")
         bf = self.baseline_fractions
-        if isinstance(bf, (str, bytes)) or not all(
+        if not isinstance(bf, (list, tuple, np.ndarray)) or not all(
                 isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
                 and 0 < x <= 1 for x in bf):
             raise InputError(f"baseline fractions must be numbers in (0, 1], got {bf!r}")
@@ -137,7 +140,17 @@ class SamplingConfig:
         return self.uncertainty == "soft"
 
     def replace(self, **changes) -> "SamplingConfig":
-        """A copy with ``changes`` (checked)."""
+        """A copy with ``changes`` (checked).
+
+        Raises
+        ------
+        InputError
+            An unknown field, or an invalid value.
+        """
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise InputError(f"sampling configuration: unknown fields {unknown}; known: "
+                             f"{sorted(f.name for f in fields(self))}")
         return replace(self, **changes).check()
 
     def to_dict(self) -> dict:
@@ -178,6 +191,10 @@ class SamplingConfig:
         for key in ("baselines", "baseline_fractions"):
             if key in kw and kw[key] is not None and not isinstance(kw[key], (str, bytes)):
                 kw[key] = tuple(kw[key])
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"sampling configuration: unknown fields {unknown}; known: "
+                             f"{sorted(f.name for f in fields(cls))}")
         kw.update(overrides)
         return cls(**kw).check()
 
@@ -282,11 +299,19 @@ class RunSettings:
         check_int(self.size, "--size", 8)
         check_int(self.downsample, "--downsample", 1)
         for name, v in (("--ill-fraction", self.ill_fraction), ("counts per spectrum", self.counts_per_spectrum),
-                        ("the stopping rule's target TD", 0.5 if self.stop_td is None else self.stop_td)):
+                        ("the stopping rule's target TD", 0.5 if self.stop_td is None else self.stop_td),
+                        ("noise_lambda", self.noise_lambda), ("ill_lambda", self.ill_lambda)):
             _number(v, name)
         self.sampling  # noqa: B018  (checks fraction, pattern, batch, k, seed, baselines ...)
-        if int(self.upsample) < 1:
-            raise InputError(f"upsample must be >= 1, got {self.upsample}")
+        check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
+        check_int(self.max_train_regions, "max_train_regions (training regions)", 1)
+        if not 0 <= self.ill_fraction < 1:
+            raise InputError(f"--ill-fraction must be in [0, 1), got {self.ill_fraction}")
+        if not self.counts_per_spectrum > 0:
+            raise InputError(f"counts per spectrum must be > 0, got {self.counts_per_spectrum}")
+        for name, v in (("noise_lambda", self.noise_lambda), ("ill_lambda", self.ill_lambda)):
+            if v < 0:
+                raise InputError(f"{name} (Poisson mean) must be >= 0, got {v}")
         if self.erd not in ERD_CHOICES:
             raise InputError(f"the ERD model must be one of {', '.join(map(repr, ERD_CHOICES))}, got {self.erd!r}")
         if self.stop_td is not None and not 0 < self.stop_td < 1:

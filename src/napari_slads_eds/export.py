@@ -51,11 +51,31 @@ def _summary(result: dict) -> dict:
     return jsonable({k: v for k, v in result.items() if k not in skip and not k.startswith("export_")})
 
 
+def _integers(value, what: str, *, lo=None, hi=None) -> np.ndarray:
+    """``value`` as an int64 array of integral numbers (in ``lo..hi``), or InputError."""
+    a = np.asarray(value)
+    if a.dtype == bool:
+        a = a.astype(np.int64)
+    if a.size and (a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a)):
+        raise InputError(f"export: {what} must be integers, got dtype {a.dtype}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"export: {what} contain NaN or inf")
+        if not np.all(a == np.round(a)):
+            raise InputError(f"export: {what} must be integers, got non-integral values")
+    if a.size and ((lo is not None and a.min() < lo) or (hi is not None and a.max() > hi)):
+        raise InputError(f"export: {what} must be in {lo}..{hi}, got {a.min()}..{a.max()}")
+    return a.astype(np.int64)
+
+
 def _arrays(result: dict, spectra, axis: EnergyAxis | None):
-    if "positions" not in result or "labels" not in result:
+    if not isinstance(result, dict) or "positions" not in result or "labels" not in result:
         raise InputError("export: the result has no measured positions and labels (not a SLADS run?)")
-    pos = np.asarray(result["positions"], dtype=np.int64).reshape(-1, 2)
-    lab = np.asarray(result["labels"], dtype=np.int16).reshape(-1)
+    pos = _integers(result["positions"], "measured positions")
+    if pos.size % 2 or (pos.ndim != 2 and pos.size) or (pos.ndim == 2 and pos.shape[1] != 2 and pos.size):
+        raise InputError(f"export: measured positions must be (n, 2) (row, col), got shape {pos.shape}")
+    pos = pos.reshape(-1, 2)
+    lab = _integers(result["labels"], "labels", lo=0, hi=np.iinfo(np.int16).max).astype(np.int16).reshape(-1)
     if lab.size != pos.shape[0]:
         raise InputError(f"export: {pos.shape[0]} positions but {lab.size} labels")
     arrays = {"positions": pos, "labels": lab}
@@ -68,26 +88,69 @@ def _arrays(result: dict, spectra, axis: EnergyAxis | None):
     if "reconstruction" not in arrays:
         raise InputError("export: the result has no reconstruction")
     H, W = arrays["reconstruction"].shape
+    for k in _MAP_KEYS:
+        if k in arrays and arrays[k].shape != (H, W):
+            raise InputError(f"export: the {k.replace('_', ' ')} is {arrays[k].shape}, the reconstruction {(H, W)}")
+        if k in arrays and k != "erd" and k != "mask":
+            _integers(arrays[k], f"{k.replace('_', ' ')} labels")
     if len(pos) and (pos.min() < 0 or pos[:, 0].max() >= H or pos[:, 1].max() >= W):
         raise InputError(f"export: measured positions outside the {H} x {W} grid "
                          f"(rows {pos[:, 0].min()}..{pos[:, 0].max()}, cols {pos[:, 1].min()}..{pos[:, 1].max()})")
     for k in _CURVE_KEYS:
         if result.get(k) is not None:
-            arrays[k] = np.asarray(result[k], dtype=np.float64).reshape(-1, 2)
+            try:
+                c = np.asarray(result[k], dtype=np.float64)
+            except (TypeError, ValueError):
+                c = None
+            if c is None or (c.size and (c.ndim != 2 or c.shape[1] != 2)) or c.size % 2:
+                raise InputError(f"export: {k} must be a list of [fraction, TD] pairs, got {result[k]!r:.80}")
+            arrays[k] = c.reshape(-1, 2)
     if spectra is not None:
-        sp = check_spectra(spectra, None if axis is None else axis.size, name="exported spectra")
-        if sp.shape[0] != pos.shape[0]:
-            raise InputError(f"export: {sp.shape[0]} spectra for {pos.shape[0]} positions")
+        if axis is not None and not isinstance(axis, EnergyAxis):
+            if isinstance(axis, dict):
+                try:
+                    axis = EnergyAxis.from_dict(axis)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise InputError(f"export: not an energy axis: {axis!r} ({exc})") from exc
+            else:
+                raise InputError(f"export: axis must be an EnergyAxis, got {type(axis).__name__}")
         if axis is None:
             raise InputError("export: spectra need their energy axis (axis=EnergyAxis)")
+        sp = np.asarray(spectra)
+        if sp.size == 0 and len(pos) == 0:
+            sp = np.zeros((0, axis.size), np.float32)
+        sp = check_spectra(sp, axis.size, name="exported spectra")
+        if sp.shape[0] != pos.shape[0]:
+            raise InputError(f"export: {sp.shape[0]} spectra for {pos.shape[0]} positions")
         arrays["spectra"] = sp
-    return arrays
+    return arrays, axis
+
+
+def _refuse_run_folder_file(p: Path) -> None:
+    """Refuse to write an export over a file a run folder needs (its ``run.npz``, its
+    specimen, its models): an export is written beside them (``run_export.npz``,
+    ``run.hspy``) or elsewhere."""
+    from .run_folder import MODELS_DIR, SETTINGS_FILE
+
+    try:
+        q = p.resolve()
+    except OSError:
+        return
+    for folder in list(q.parents)[:3]:
+        if (folder / SETTINGS_FILE).is_file() or (folder / JOURNAL_NAME).is_file():
+            rel = q.relative_to(folder).as_posix()
+            if rel in (RUN_FILE, SPECIMEN_FILE) or rel.startswith(f"{MODELS_DIR}/"):
+                raise InputError(f"export: {p} is a file of the run folder {folder} (its {rel}); "
+                                 f"export to another name, e.g. {folder / 'run_export.npz'}")
+            return
 
 
 def _known_number(value, name: str) -> float | None:
     """A positive finite number, or None for unknown (None or 0, as a run without calibration)."""
     if value is None:
         return None
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"export: {name} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -162,8 +225,14 @@ def export_run(result: dict, path, *, spectra=None, axis: EnergyAxis | None = No
         raise InputError(f"export: expected a .hspy, .zspy or .npz file name, got {p.name!r}")
     if p.exists() and not overwrite:
         raise InputError(f"export: {p} exists (overwrite=False)")
-    arrays = _arrays(result, spectra, axis)
+    _refuse_run_folder_file(p)
+    arrays, axis = _arrays(result, spectra, axis)
     summary = _summary(result)
+    try:
+        json.dumps(summary)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"export: the result's entries must be JSON values (numbers, strings, lists, "
+                         f"dicts): {exc}") from exc
     summary["export"] = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
     H, W = arrays["reconstruction"].shape
     extra = {"grid": [int(H), int(W)]}  # unknown calibration is left out, never written as 0

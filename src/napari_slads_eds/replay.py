@@ -171,9 +171,36 @@ class ReplaySettings:
         InputError
             A setting outside its range, named as the CLI names it.
         """
+        from .config import _number
+
         if self.uncertainty not in (None, "soft"):
             raise InputError(f"--uncertainty must be 'soft' or 'hard', got {self.uncertainty!r}")
         self.sampling  # noqa: B018  (fraction, seed, pattern, batch, batch mode, k)
+        # types first (a hand-edited run_settings.json of a replay may hold "1.0" or [..]):
+        # the range checks below then compare numbers
+        _number(self.smooth, "--smooth (Gaussian sigma in pixels)")
+        _number(self.train_share, "--train-share")
+        if self.dwell is not None:
+            _number(self.dwell, "--dwell")
+        check_int(self.n_per_phase, "n_per_phase (training spectra per phase)", 4)
+        check_int(self.erd_downsample, "erd_downsample", 1)
+        if self.classifier is not None and not isinstance(self.classifier, (str, Path)):
+            raise InputError(f"--classifier must be a classifier folder, got {self.classifier!r}")
+        if self.train is not None and (isinstance(self.train, (str, bytes)) or not isinstance(
+                self.train, (list, tuple)) or not all(isinstance(t, (str, Path)) for t in self.train)):
+            raise InputError(f"--train must be a list of micrograph files, got {self.train!r}")
+        for name, v, n in (("c_values (candidates for the ERD's c)", self.c_values, None),
+                           ("--calibration (offset and scale in keV)", self.default_calibration, 2)):
+            if v is None:
+                continue
+            if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or (n and len(v) != n) \
+                    or not v:
+                raise InputError(f"{name} must be a list of {n or 'some'} numbers, got {v!r}")
+            for x in v:
+                _number(x, name)
+        if self.default_calibration is not None and not self.default_calibration[1] > 0:
+            raise InputError(f"--calibration: the energy scale (keV per channel) must be > 0, "
+                             f"got {self.default_calibration[1]}")
         if self.truth not in ("cluster", "classifier"):
             raise InputError(f"--truth must be 'cluster' or 'classifier', got {self.truth!r}")
         if self.truth == "classifier" and not self.classifier:
@@ -264,7 +291,10 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
     for key in ("BSE", "bse"):
         if key in si.images:
             bse = np.asarray(si.images[key], np.float64)
-    source = {"spectrum_image": si.metadata.get("file", si.name), "map_shape": [H, W],
+    # the map's absolute path: resume_replay reads it again, from whatever folder it is started in
+    file = (str(Path(spectrum_image).resolve()) if isinstance(spectrum_image, (str, Path))
+            else si.metadata.get("file", si.name))
+    source = {"spectrum_image": file, "map_shape": [H, W],
               "energy_axis": si.axis.to_dict(), "beam_energy_keV": si.beam_energy_keV,
               "mean_counts_per_pixel": float(counts.sum() / (H * W)), "truth": s.truth}
     axis = si.axis
@@ -461,7 +491,7 @@ def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True)
     d = dict(rf.settings)
     d.pop("n_phases", None)
     for key in ("c_values", "default_calibration"):
-        if d.get(key) is not None:
+        if isinstance(d.get(key), list):
             d[key] = tuple(d[key])
     try:
         s = ReplaySettings(**d)
@@ -470,7 +500,7 @@ def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True)
     if s.classifier:                       # the run folder's copy of the classifier it was given
         s = replace(s, classifier=str(rf.path / CLASSIFIER_DIR))
     path = rf.source.get("spectrum_image")
-    if not path or not Path(path).is_file():
+    if not isinstance(path, str) or not path or not Path(path).is_file():
         raise InputError(f"{rf.path} cannot be resumed: the map it replays ({path or 'unknown'}) is not there")
     exp = prepare_replay(path, rf.n_phases, s, engine=engine)
     return run_replay(exp, rf.path, engine=engine, on_message=on_message, export=export, resume=True,

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ._files import JOURNAL_NAME, write_json_atomic
-from ._validation import InputError, check_int
+from ._validation import InputError, check_grid_shape, check_int
 from .config import RunSettings, SamplingConfig
 from .results import RESULT_ARRAYS, RESULT_FILE, RUN_FILE, write_run
 
@@ -114,7 +114,15 @@ def write_run_folder(out_dir, specimen, settings, clf_report: dict, erd_report: 
         raise InputError(f"write_run_folder: mode must be one of {MODES}, got {mode!r}")
     if specimen is None and n_phases is None:
         raise InputError("write_run_folder: a run without a specimen needs n_phases")
+    if n_phases is not None:
+        n_phases = check_int(n_phases, "write_run_folder: n_phases", 1, 255)
+    if not callable(getattr(settings, "check", None)):
+        raise InputError(f"write_run_folder: settings must be RunSettings or ReplaySettings, got "
+                         f"{type(settings).__name__}")
+    settings.check()                       # bad settings before any file is written
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"write_run_folder: {out} exists and is not a folder")
     (out / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     clf_report, erd_report = dict(clf_report or {}), dict(erd_report or {})
     if clf_dir is not None:
@@ -168,6 +176,9 @@ def read_run_folder(out_dir) -> RunFolder:
     require((SETTINGS_FILE, TRAINING_FILE, ERD_FILE, f"{CLASSIFIER_DIR}/classifier.json", JOURNAL_NAME))
     meta = read_json(out / SETTINGS_FILE)
     mode = meta.get("mode", "run")
+    if not isinstance(meta.get("source", {}), dict):
+        raise InputError(f"{out / SETTINGS_FILE}: 'source' must be a JSON object (where the specimen came "
+                         f"from), got {meta['source']!r:.80}")
     if mode not in ("run", "replay"):
         raise InputError(f"{out} holds a {mode!r} run, which is not resumed from here "
                          "(a microscope run continues with slads-eds acquire --resume)")
@@ -211,7 +222,8 @@ def read_mode(out_dir) -> str:
     if not p.is_file():
         raise InputError(f"{Path(out_dir)} is not a run folder: {SETTINGS_FILE} is missing")
     meta = read_json(p)
-    if meta.get("mode") is None and (meta.get("source") or {}).get("microscope"):
+    source = meta.get("source")
+    if meta.get("mode") is None and isinstance(source, dict) and source.get("microscope"):
         return "microscope"
     return str(meta.get("mode", "run"))
 
@@ -223,7 +235,8 @@ def sampling_job_kwargs(out_dir, config: SamplingConfig, erd_report: dict, *, re
     ``stop_td``, the learned stopping rule's threshold from ``erd_report`` (``send_maps``
     False; a display sets it)."""
     out = Path(out_dir)
-    stop = erd_report.get("stopping") or {}
+    stop = (erd_report or {}).get("stopping") if isinstance(erd_report, dict) or erd_report is None else None
+    stop = stop if isinstance(stop, dict) else {}
     return dict(classifier=str(out / CLASSIFIER_DIR), erd_model=str(out / ERD_FILE),
                 stop_threshold=stop.get("threshold") if stop_td is not None else None,
                 journal_path=str(out / JOURNAL_FILE), resume=resume,
@@ -403,6 +416,23 @@ class RunResult:
         """
         if mode not in MODES:
             raise InputError(f"RunResult: mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(raw, dict):
+            raise InputError(f"RunResult: the job's result must be a dict, got {type(raw).__name__}")
+        if isinstance(config, dict):
+            config = SamplingConfig.from_dict(config)
+        if not isinstance(config, SamplingConfig):
+            raise InputError(f"RunResult: config must be a SamplingConfig, got {type(config).__name__}")
+        for name, d in (("settings", settings), ("source", source), ("classifier_report", classifier_report),
+                        ("erd_report", erd_report)):
+            if d is not None and not isinstance(d, dict):
+                raise InputError(f"RunResult: {name} must be a dict, got {type(d).__name__}")
+        settings, classifier_report, erd_report = settings or {}, classifier_report or {}, erd_report or {}
+        try:
+            check_grid_shape(raw["grid"])
+        except KeyError as exc:
+            raise InputError(f"RunResult: the job's result lacks {exc}") from exc
+        except InputError as exc:
+            raise InputError(f"RunResult: the job's result has a bad grid: {exc}") from exc
         try:
             H, W = (int(x) for x in raw["grid"])
             n = int(raw["n_measured"])
@@ -434,6 +464,9 @@ class RunResult:
                 ground_truth=ground_truth, specimen_labels=specimen_labels)
         except KeyError as exc:
             raise InputError(f"RunResult: the job's result lacks {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"RunResult: an entry of the job's result or dwell_per_position is not a number "
+                             f"({exc})") from exc
 
     def to_dict(self) -> dict:
         """Every field, arrays included (the dict :func:`napari_slads_eds.results.write_run`
