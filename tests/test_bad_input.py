@@ -200,7 +200,7 @@ def test_every_row_of_the_bad_input_table_is_a_test():
 
 @pytest.mark.parametrize("kw, match", [
     ({"batch": 2.5}, "--batch must be an integer"),
-    ({"fraction": "0.15"}, r"--fraction \(target sampling fraction\) must be a finite number"),
+    ({"fraction": "0.15"}, "--fraction must be a finite number"),
     ({"initial_fraction": float("nan")}, "initial fraction must be a finite number"),
     ({"size": True}, "--size must be an integer"),
     ({"baseline_fractions": "0.1"}, "baseline fractions"),

@@ -163,7 +163,7 @@ def summarise(table, cfg: SweepConfig, *, seconds: float | None = None,
     ok["setting"] = ok.apply(_setting, axis=1) if len(ok) else []
     P = cfg.size * cfg.size
     raster_s = P * cfg.dwell
-    lines = [f"# SLADS-EDS sweep", "",
+    lines = ["# SLADS-EDS sweep", "",
              f"{len(df)} tasks ({len(ok)} ok, {len(df) - len(ok)} failed) over {df['image'].nunique()} "
              f"micrograph(s), {cfg.phases} phases, {cfg.size}x{cfg.size} grid (downsample {cfg.downsample}), "
              f"seeds {list(cfg.seeds)}; dwell {cfg.dwell:g} s per spectrum, so a full raster map takes "
