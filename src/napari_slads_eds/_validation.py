@@ -178,3 +178,47 @@ def check_positions(positions, shape: tuple[int, int], *, name: str = "positions
     if p.size and (p.min() < 0 or np.any(p[:, 0] >= shape[0]) or np.any(p[:, 1] >= shape[1])):
         raise InputError(f"{name}: positions outside the {shape[0]}x{shape[1]} grid")
     return p
+
+
+def check_integers(value, what: str, *, lo: int | None = None, hi: int | None = None,
+                   context: str = "", kind: str = "") -> np.ndarray:
+    """``value`` as an int64 array of integral numbers in ``lo..hi`` (None: unbounded).
+
+    Integral floats (a Labels layer of float data, positions read back as floats) are
+    accepted; bools count as 0/1.
+
+    Parameters
+    ----------
+    value : array_like
+    what : str
+        What the values are, for the message ("measured positions", ...).
+    lo, hi : int, optional
+    context : str
+        Prefix of the message ("export", "save a SLADS run").
+    kind : str
+        What the values should be, for the message ("phase labels"; default: integers).
+
+    Returns
+    -------
+    ndarray, int64, the shape of ``value``
+
+    Raises
+    ------
+    InputError
+        Non-numeric, complex, NaN/inf or non-integral values, or values outside ``lo..hi``.
+    """
+    pre = f"{context}: " if context else ""
+    a = np.asarray(value)
+    if a.dtype == bool:
+        a = a.astype(np.int64)
+    if a.size and (a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a)):
+        raise InputError(f"{pre}{what} must be {kind or 'integers'}, got dtype {a.dtype}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{pre}{what} " + (f"holds NaN or inf, expected {kind}" if kind else "contain NaN or inf"))
+        if not np.all(a == np.round(a)):
+            raise InputError(f"{pre}{what} " + (f"holds non-integer values, expected {kind}" if kind
+                                                else "must be integers, got non-integral values"))
+    if a.size and ((lo is not None and a.min() < lo) or (hi is not None and a.max() > hi)):
+        raise InputError(f"{pre}{what} must be {kind + ' ' if kind else ''}in {lo}..{hi}, got {a.min()}..{a.max()}")
+    return a.astype(np.int64)

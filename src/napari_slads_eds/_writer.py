@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._reader import RESULT_KEY, RUN_KEY
-from ._validation import InputError
+from ._validation import InputError, check_integers
 
 __all__ = ["write_run_layers", "layers_to_run", "LIVE_KEY"]
 
@@ -69,19 +69,8 @@ def _labels_feature(meta: dict):
 
 def _int_labels(values, what: str) -> np.ndarray:
     """``values`` as int16 phase labels 0..32767 (integral, finite), or InputError."""
-    a = np.asarray(values)
-    if a.dtype == bool:
-        a = a.astype(np.int16)
-    if a.size and (a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a)):
-        raise InputError(f"save a SLADS run: {what} must be integer phase labels, got dtype {a.dtype}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"save a SLADS run: {what} holds NaN or inf, expected integer phase labels")
-        if not np.all(a == np.round(a)):
-            raise InputError(f"save a SLADS run: {what} holds non-integer values, expected integer phase labels "
-                             "(a Labels layer of float data?)")
-    if a.size and (a.min() < 0 or a.max() > np.iinfo(np.int16).max):
-        raise InputError(f"save a SLADS run: {what} must be phase labels in 0..32767, got {a.min()}..{a.max()}")
+    a = check_integers(values, what, lo=0, hi=int(np.iinfo(np.int16).max), context="save a SLADS run",
+                       kind="integer phase labels")
     return a.astype(np.int16).reshape(-1) if a.ndim <= 1 else a.astype(np.int16)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import JOURNAL_NAME, jsonable, read_npz
-from ._validation import InputError, check_spectra
+from ._validation import InputError, check_integers, check_spectra
 from ._hspy import FORMAT_VERSION as _FORMAT_VERSION
 from ._hspy import read_hspy, write_hspy
 from .run_folder import RUN_FILE, SPECIMEN_FILE
@@ -52,20 +52,7 @@ def _summary(result: dict) -> dict:
 
 
 def _integers(value, what: str, *, lo=None, hi=None) -> np.ndarray:
-    """``value`` as an int64 array of integral numbers (in ``lo..hi``), or InputError."""
-    a = np.asarray(value)
-    if a.dtype == bool:
-        a = a.astype(np.int64)
-    if a.size and (a.dtype == object or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a)):
-        raise InputError(f"export: {what} must be integers, got dtype {a.dtype}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"export: {what} contain NaN or inf")
-        if not np.all(a == np.round(a)):
-            raise InputError(f"export: {what} must be integers, got non-integral values")
-    if a.size and ((lo is not None and a.min() < lo) or (hi is not None and a.max() > hi)):
-        raise InputError(f"export: {what} must be in {lo}..{hi}, got {a.min()}..{a.max()}")
-    return a.astype(np.int64)
+    return check_integers(value, what, lo=lo, hi=hi, context="export")
 
 
 def _arrays(result: dict, spectra, axis: EnergyAxis | None):
