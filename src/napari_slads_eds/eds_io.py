@@ -34,6 +34,7 @@ from .spectra import EnergyAxis, Spectrum
 
 __all__ = [
     "SpectrumImage",
+    "spectrum_image_from_layer",
     "read_eds",
     "read_spectrum_image",
     "read_spectrum_any",
@@ -388,3 +389,26 @@ def read_spectrum_any(path, **kwargs) -> Spectrum:
         raise InputError(f"{path}: expected a single spectrum, the file holds a "
                          f"{out.shape[0]}x{out.shape[1]} spectrum image")
     return out
+
+
+def spectrum_image_from_layer(metadata: dict, name: str = "") -> SpectrumImage:
+    """The :class:`~napari_slads_eds.eds_io.SpectrumImage` behind a spectrum-image layer of
+    this plugin's reader (its ``metadata``: spectra (H, W, p), energy_axis, beam energy,
+    pixel size, co-registered images).
+
+    Raises
+    ------
+    InputError
+        Metadata that is not a spectrum image's.
+    """
+    if not isinstance(metadata, dict) or "spectra" not in metadata or "energy_axis" not in metadata:
+        raise InputError("not a spectrum-image layer: open a map (.bcf, .hspy, .npz, ...) with the "
+                         "napari-slads-eds reader; its total-counts layer carries the spectra")
+    try:
+        axis = EnergyAxis.from_dict(metadata["energy_axis"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"spectrum-image layer: bad energy axis ({exc})") from exc
+    return SpectrumImage(np.asarray(metadata["spectra"]), axis, metadata.get("beam_energy_keV"),
+                         metadata.get("live_time_s"), metadata.get("pixel_size"),
+                         str(metadata.get("pixel_units") or ""), dict(metadata.get("images") or {}),
+                         str(metadata.get("name") or name), {"file": str(metadata.get("file", ""))})

@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import SamplingConfig
 from .run_folder import CLASSIFIER_DIR, ERD_FILE, RunResult, sampling_job_kwargs
 
-__all__ = ["train_models", "train_classifier", "train_erd", "sample", "finish"]
+__all__ = ["train_models", "train_classifier", "train_erd", "sample", "finish", "InProcessEngine"]
 
 
 def _quiet(msg) -> None:
@@ -111,3 +111,18 @@ def finish(raw: dict, out_dir, **context) -> RunResult:
     result = RunResult.from_job(raw, run_folder=out_dir, **context)
     result.write(out_dir)
     return result
+
+
+class InProcessEngine:
+    """``engine.run(name, **kwargs)`` calling the jobs directly, for code that already runs
+    inside the engine process (the ``replay`` job: :func:`run_replay` there)."""
+
+    def __init__(self, ctx, resolve):
+        self.ctx = ctx
+        self.resolve = resolve          # job name -> function (jobs.resolve; passed in, no import cycle)
+
+    def run(self, name, on_message=None, **kwargs):
+        return self.resolve(name)(self.ctx, **kwargs)
+
+    def close(self) -> None:
+        pass

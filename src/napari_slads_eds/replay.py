@@ -62,7 +62,7 @@ import numpy as np
 
 from ._validation import InputError, check_int
 from .config import SamplingConfig
-from .eds_io import SpectrumImage, read_spectrum_image, to_axis
+from .eds_io import SpectrumImage, read_spectrum_image, spectrum_image_from_layer, to_axis
 # the replayed specimen and the map's ground truth and training data live in their own
 # modules; their names stay importable from here
 from .replay_truth import (cluster_phases, electron_image_labels, electron_image_name, erd_training_images,
@@ -85,6 +85,10 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------- experiment
+
+#: How a run folder records a training micrograph that was given as an array.
+TRAIN_ARRAY = "<array>"
+
 
 @dataclass
 class ReplaySettings:
@@ -187,8 +191,9 @@ class ReplaySettings:
         if self.classifier is not None and not isinstance(self.classifier, (str, Path)):
             raise InputError(f"--classifier must be a classifier folder, got {self.classifier!r}")
         if self.train is not None and (isinstance(self.train, (str, bytes)) or not isinstance(
-                self.train, (list, tuple)) or not all(isinstance(t, (str, Path)) for t in self.train)):
-            raise InputError(f"--train must be a list of micrograph files, got {self.train!r}")
+                self.train, (list, tuple)) or not all(isinstance(t, (str, Path)) or (
+                    isinstance(t, np.ndarray) and t.ndim == 2) for t in self.train)):
+            raise InputError(f"--train must be a list of micrograph files (or 2-D images), got {self.train!r}")
         for name, v, n in (("c_values (candidates for the ERD's c)", self.c_values, None),
                            ("--calibration (offset and scale in keV)", self.default_calibration, 2)):
             if v is None:
@@ -353,50 +358,13 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
     return ReplayExperiment(s, L, si, truth, specimen, refs, erd_imgs, source)
 
 
-def spectrum_image_from_layer(metadata: dict, name: str = "") -> SpectrumImage:
-    """The :class:`~napari_slads_eds.eds_io.SpectrumImage` behind a spectrum-image layer of
-    this plugin's reader (its ``metadata``: spectra (H, W, p), energy_axis, beam energy,
-    pixel size, co-registered images).
-
-    Raises
-    ------
-    InputError
-        Metadata that is not a spectrum image's.
-    """
-    if not isinstance(metadata, dict) or "spectra" not in metadata or "energy_axis" not in metadata:
-        raise InputError("not a spectrum-image layer: open a map (.bcf, .hspy, .npz, ...) with the "
-                         "napari-slads-eds reader; its total-counts layer carries the spectra")
-    try:
-        axis = EnergyAxis.from_dict(metadata["energy_axis"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"spectrum-image layer: bad energy axis ({exc})") from exc
-    return SpectrumImage(np.asarray(metadata["spectra"]), axis, metadata.get("beam_energy_keV"),
-                         metadata.get("live_time_s"), metadata.get("pixel_size"),
-                         str(metadata.get("pixel_units") or ""), dict(metadata.get("images") or {}),
-                         str(metadata.get("name") or name), {"file": str(metadata.get("file", ""))})
-
-
-class InProcessEngine:
-    """``engine.run(name, **kwargs)`` calling the jobs directly, for code that already runs
-    inside the engine process (the ``replay`` job: :func:`run_replay` there)."""
-
-    def __init__(self, ctx, resolve):
-        self.ctx = ctx
-        self.resolve = resolve          # job name -> function (jobs.resolve; passed in, no import cycle)
-
-    def run(self, name, on_message=None, **kwargs):
-        return self.resolve(name)(self.ctx, **kwargs)
-
-    def close(self) -> None:
-        pass
-
-
 def replay_job(ctx, experiment, out_dir, export: bool = True) -> dict:
     """Engine job ``replay`` (the napari widget's real-map replay): :func:`run_replay` inside
     the engine process, the classifier and ERD training and the run called directly,
     streaming progress and ``frame`` messages with the maps.  Writes ``out_dir`` as
     ``slads-eds replay`` does and returns its result."""
     from .jobs import resolve
+    from .orchestrator import InProcessEngine
 
     return run_replay(experiment, out_dir, engine=InProcessEngine(ctx, resolve), export=export, send_maps=True)
 
@@ -446,7 +414,10 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
             erd_report = train_erd(eng, out, label_images=exp.erd_images, n_phases=exp.n_phases, seed=s.seed,
                                    k=s.k, fraction=s.fraction, c_values=s.c_values, on_message=cb)
             t_train = time.perf_counter() - t0
-            write_run_folder(out, None, s, clf_report, erd_report, clf_dir=s.classifier or None,
+            # (micrographs given as arrays are recorded by name only: a resume does not retrain)
+            recorded = replace(s, train=None if s.train is None else
+                               [str(t) if isinstance(t, (str, Path)) else TRAIN_ARRAY for t in s.train])
+            write_run_folder(out, None, recorded, clf_report, erd_report, clf_dir=s.classifier or None,
                              source=exp.source, n_phases=exp.n_phases, seconds_training=t_train, mode="replay")
         raw = sample(eng, exp.specimen, out, config, erd_report, resume=resume, send_maps=send_maps,
                      journal_settings={"replay": {"spectrum_image": str(exp.source.get("spectrum_image", ""))}},
@@ -493,6 +464,8 @@ def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True)
     for key in ("c_values", "default_calibration"):
         if isinstance(d.get(key), list):
             d[key] = tuple(d[key])
+    if isinstance(d.get("train"), list) and TRAIN_ARRAY in d["train"]:
+        d["train"] = None          # only the ERD training used them, and a resume does not retrain
     try:
         s = ReplaySettings(**d)
     except TypeError as exc:

@@ -130,7 +130,8 @@ class RealMapWidget(QWidget):
         InputError
             No spectrum-image layer, the engine busy, bad settings.
         """
-        from ..replay import ReplaySettings, prepare_replay, spectrum_image_from_layer
+        from ..eds_io import spectrum_image_from_layer
+        from ..replay import ReplaySettings, prepare_replay
 
         layer = self.map_combo.layer()
         if layer is None:
