@@ -94,11 +94,12 @@ def _table(result: dict) -> str:
         rows.append(("labels", f"{result['classifier_kind']} classifier, {result.get('uncertainty', 'hard')} decisions"))
     if isinstance(result.get("dose"), dict):
         d = result["dose"]
-        rows.append(("dose (total dwell)", f"{d['total_dwell']:.1f} x the acquired dwell per pixel "
+        rows.append(("dose (total dwell)", f"{d['total_dwell']:.1f} x a full raster's dwell per pixel "
                                            f"({100 * d['fraction_of_full_raster']:.1f} % of a full raster)"))
     rows += [
         ("stopped because", result.get("stop_reason", "")),
-        ("seconds", f"{result['seconds']:.1f}"),
+        # (the header line gives this command's wall time)
+        ("compute seconds", f"{result['seconds']:.1f} (training + sampling, over all sessions of the run)"),
     ]
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"  {a:<{w}}  {b}" for a, b in rows)

@@ -106,9 +106,10 @@ class OutputFolder:
     process that no longer runs is taken over.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, created: bool = False):
         self.path = path
         self._lock = path / LOCK_NAME
+        self.created = created      # made by output_folder: removed again if a failed command left it empty
 
     def _acquire(self) -> None:
         for _ in range(2):
@@ -133,12 +134,17 @@ class OutputFolder:
         self._acquire()
         return self.path
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
             if self._lock.read_text().strip() == str(os.getpid()):
                 self._lock.unlink()
         except OSError:
             pass
+        if exc_type is not None and self.created:
+            try:
+                self.path.rmdir()       # only if empty: nothing was written before the failure
+            except OSError:
+                pass
 
 
 def _alive(pid: int) -> bool:
@@ -184,6 +190,7 @@ def output_folder(path, *, what: str = "--out", refuse_run: bool = False, overwr
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"{what} {p}: exists and is not a folder")
+    created = not p.exists()
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -196,4 +203,4 @@ def output_folder(path, *, what: str = "--out", refuse_run: bool = False, overwr
                              f"'slads-eds resume {p}', choose another {what}, or give --overwrite")
     if demo:
         (p / DEMO_MARKER).touch()
-    return OutputFolder(p)
+    return OutputFolder(p, created=created)

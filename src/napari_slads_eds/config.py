@@ -76,7 +76,8 @@ class SamplingConfig:
     Raises
     ------
     InputError
-        From :meth:`check` (and from the constructor of nothing: the dataclass is plain).
+        A field of the wrong type or outside its range (:meth:`check`, run by the
+        constructor).
     """
 
     fraction: float = 0.15
@@ -92,8 +93,11 @@ class SamplingConfig:
     baseline_fractions: tuple = ()
     frame_interval: float = 0.25
 
+    def __post_init__(self):
+        self.check()
+
     def check(self) -> "SamplingConfig":
-        """Validate every field; returns ``self``.
+        """Validate every field (the constructor does); returns ``self``.
 
         Raises
         ------

@@ -220,7 +220,8 @@ def read_mode(out_dir) -> str:
     """
     p = Path(out_dir) / SETTINGS_FILE
     if not p.is_file():
-        raise InputError(f"{Path(out_dir)} is not a run folder: {SETTINGS_FILE} is missing")
+        raise InputError(f"{Path(out_dir)} is not a run folder: {SETTINGS_FILE} is missing (a run stopped before "
+                         "its sampling began has nothing to resume: start it again)")
     meta = read_json(p)
     source = meta.get("source")
     if meta.get("mode") is None and isinstance(source, dict) and source.get("microscope"):

@@ -26,7 +26,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="slads-eds",
-        description="Dynamic sparse sampling (SLADS) of simulated EDS phase maps built from SEM micrographs.")
+        description="Dynamic sparse sampling (SLADS) of EDS phase maps: simulated objects built from SEM "
+                    "micrographs (demo, run, reproduce, sweep), replays of acquired spectrum images (replay) "
+                    "and microscopes (serve, acquire).")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -119,7 +121,8 @@ def main(argv=None) -> int:
     except (JobCancelled, KeyboardInterrupt):
         out = getattr(args, "out", None) or getattr(args, "dir", None)
         hint = (f"; every measurement so far is in {out}/journal.h5: continue with 'slads-eds resume {out}'"
-                if out and args.command in ("run", "demo", "resume") and (Path(out) / JOURNAL_NAME).exists() else "")
+                if out and args.command in ("run", "demo", "resume", "replay") and (Path(out) / JOURNAL_NAME).exists()
+                else "")
         if args.command == "acquire" and out and (Path(out) / JOURNAL_NAME).exists():
             hint = (f"; every measurement so far is in {out}/journal.h5: continue with the same "
                     f"'slads-eds acquire' command and --resume")
