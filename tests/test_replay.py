@@ -189,6 +189,7 @@ def test_cli_replay_reports_input_errors(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()          # the folder it made for nothing is gone again
     spec = str(bundled_standards()["Si"])
     assert main(["replay", "--spectrum-image", spec, "--phases", "2", "--out", str(tmp_path / "o")]) == 2
 
