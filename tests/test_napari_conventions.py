@@ -172,6 +172,28 @@ def test_spectrum_image_is_a_lazy_3d_layer_in_kev(make_napari_viewer, tmp_path):
     _no_tensorflow()
 
 
+def test_the_phases_step_offers_micrographs_not_result_layers(make_napari_viewer, tmp_path):
+    """A run's mask or ERD and a spectrum image's energy cube are images, but not micrographs:
+    the Phases step does not offer them (it took a run's mask for its micrograph)."""
+    from napari_slads_eds._widgets.micrograph import _is_micrograph
+
+    run = _run()
+    write_run(run, tmp_path / "run")
+    si, _ = _map()
+    f = tmp_path / "map.npz"
+    np.savez(f, counts=si.counts, energy_offset_keV=si.axis.offset_keV, energy_scale_keV=si.axis.scale_keV,
+             image_BSE=si.images["BSE"])
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "run"), plugin=PLUGIN) + viewer.open(str(f), plugin=PLUGIN)
+    offered = {l.name for l in layers if _is_micrograph(l)}
+    images = {l.name for l in layers if l._type_string == "image"}
+    assert any(n.endswith("BSE") for n in offered) and any(n.endswith("(total counts)") for n in offered)
+    assert not any("mask" in n or "spectrum image" in n for n in offered)
+    assert any("mask" in n for n in images) and any("spectrum image" in n for n in images)   # (there to refuse)
+    viewer.add_image(np.zeros((8, 8)), name="a micrograph")
+    assert _is_micrograph(viewer.layers["a micrograph"])
+
+
 def test_spectrum_file_is_drawn_in_the_plots_dock(make_napari_viewer):
     from napari_slads_eds._widgets._session import session_for
 

@@ -23,7 +23,9 @@ from scipy import ndimage as ndi
 from .._validation import InputError
 from ..segmentation import crop_data_bar, multiotsu_thresholds, read_micrograph, segment_phases, to_grey
 from .._sample_data import PHASES_KEY
+from .._reader import RUN_KEY
 from ._common import LayerCombo, int_spin, layer_data_2d, run_in_thread, set_status, status_label, user_action
+from ._run_common import LIVE_KEY, REPLAY_KEY
 from ._session import _real
 from .plots import HistogramPlot
 
@@ -36,10 +38,22 @@ PHASES_LAYER = "phases"
 _MAX_PHASES = 6
 
 
+#: Metadata keys of the plugin's own result layers (a run's mask, ERD, live layers, replay
+#: masks): images, but not micrographs to segment.
+_RESULT_LAYER_KEYS = (RUN_KEY, LIVE_KEY, REPLAY_KEY)
+
+
 def _is_micrograph(layer) -> bool:
+    """A 2-D grey or RGB Image layer that is not one of the plugin's result layers (and not
+    a spectrum image's 3-D energy cube)."""
     from napari.layers import Image
 
-    return isinstance(layer, Image)
+    if not isinstance(layer, Image):
+        return False
+    md = layer.metadata if isinstance(layer.metadata, dict) else {}
+    if any(k in md for k in _RESULT_LAYER_KEYS) or md.get("kind") == "eds_spectrum_cube":
+        return False
+    return layer.ndim == 2
 
 
 def _denoise(grey: np.ndarray, size: int) -> np.ndarray:
