@@ -205,6 +205,7 @@ def test_every_row_of_the_bad_input_table_is_a_test():
     ({"size": True}, "--size must be an integer"),
     ({"baseline_fractions": "0.1"}, "baseline fractions"),
     ({"baseline_fractions": (2.0, -1)}, "baseline fractions"),
+    ({"baseline_fractions": 5}, "baseline fractions"),           # (a TypeError from tuple(5) before)
 ])
 def test_run_settings_of_the_wrong_type_are_named(kw, match):
     """A hand-edited run_settings.json (read back by resume) with values of the wrong type

@@ -67,7 +67,6 @@ class RunConfig:
         """
         if not isinstance(self.sampling, SamplingConfig):
             raise InputError(f"RunConfig.sampling must be a SamplingConfig, got {type(self.sampling).__name__}")
-        self.sampling.check()
         if not (self.prior_alpha > 0 and self.prior_gamma >= 0 and self.final_gamma >= 0):
             raise InputError(f"prior alpha must be > 0 and gamma >= 0, got {self.prior_alpha}, {self.prior_gamma}")
         return self

@@ -151,11 +151,8 @@ class SamplingConfig:
         InputError
             An unknown field, or an invalid value.
         """
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise InputError(f"sampling configuration: unknown fields {unknown}; known: "
-                             f"{sorted(f.name for f in fields(self))}")
-        return replace(self, **changes).check()
+        _refuse_unknown(changes, "fields")
+        return replace(self, **changes)          # (checked by the constructor)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples as lists)."""
@@ -175,15 +172,8 @@ class SamplingConfig:
         """
         if not isinstance(d, dict):
             raise InputError(f"sampling configuration: expected a dict, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(f"sampling configuration: unknown keys {unknown}; known: {sorted(names)}")
-        kw = dict(d)
-        for key in ("baselines", "baseline_fractions"):
-            if key in kw and isinstance(kw[key], list):
-                kw[key] = tuple(kw[key])
-        return cls(**kw).check()
+        _refuse_unknown(d, "keys")
+        return cls(**_sequences_as_tuples(d))
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "SamplingConfig":
@@ -192,15 +182,27 @@ class SamplingConfig:
         kw = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         if kw.get("uncertainty") is None:
             kw["uncertainty"] = "hard"
-        for key in ("baselines", "baseline_fractions"):
-            if key in kw and kw[key] is not None and not isinstance(kw[key], (str, bytes)):
-                kw[key] = tuple(kw[key])
-        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
-        if unknown:
-            raise InputError(f"sampling configuration: unknown fields {unknown}; known: "
-                             f"{sorted(f.name for f in fields(cls))}")
+        _refuse_unknown(overrides, "fields")
         kw.update(overrides)
-        return cls(**kw).check()
+        return cls(**_sequences_as_tuples(kw))
+
+
+def _refuse_unknown(names, what: str) -> None:
+    """InputError naming the entries of ``names`` that are no :class:`SamplingConfig` field."""
+    known = sorted(f.name for f in fields(SamplingConfig))
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise InputError(f"sampling configuration: unknown {what} {unknown}; known: {known}")
+
+
+def _sequences_as_tuples(kw: dict) -> dict:
+    """``kw`` with ``baselines`` and ``baseline_fractions`` given as lists or arrays (JSON,
+    a form) made tuples; anything else is left for :meth:`SamplingConfig.check` to name."""
+    kw = dict(kw)
+    for key in ("baselines", "baseline_fractions"):
+        if isinstance(kw.get(key), (list, tuple, np.ndarray)):
+            kw[key] = tuple(kw[key])
+    return kw
 
 
 @dataclass
@@ -323,7 +325,6 @@ class RunSettings:
         if self.classifier not in ("cnn", "poisson"):
             raise InputError(f"--classifier-kind must be 'cnn' or 'poisson', got {self.classifier!r}")
         check_int(self.denoise, "--denoise (median filter size in pixels; 0 or 1: none)", 0, MAX_DENOISE)
-        check_int(self.upsample, "--upsample", 1, MAX_UPSAMPLE)
         check_int(self.crop_bottom, "--crop-bottom", 0)
         if self.epochs is not None:
             check_int(self.epochs, "--epochs", 1, 10000)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import InputError, check_int
-from .config import SamplingConfig
+from .config import SamplingConfig, _sequences_as_tuples
 
 __all__ = ["run_slads", "posterior_of"]
 
@@ -216,7 +216,7 @@ def _sampling_config(config, sampling: dict) -> SamplingConfig:
                              f"(got config and {sorted(sampling)})")
         if not isinstance(config, SamplingConfig):
             raise InputError(f"run_slads: config must be a SamplingConfig, got {type(config).__name__}")
-        return config.check()
+        return config                      # (checked when it was made: it is frozen)
     names = {f.name for f in fields(SamplingConfig)}
     kw = {_SAMPLING_ALIASES.get(key, key): v for key, v in sampling.items()}
     unknown = sorted(set(kw) - names)
@@ -224,12 +224,9 @@ def _sampling_config(config, sampling: dict) -> SamplingConfig:
         raise InputError(f"run_slads: unknown keywords {unknown}")
     if "uncertainty" in kw and kw["uncertainty"] is None:
         kw["uncertainty"] = "hard"
-    if "baselines" in kw:
-        b = kw["baselines"]
-        kw["baselines"] = () if b is None else (b if isinstance(b, (str, bytes)) else tuple(b))
-    if "baseline_fractions" in kw and not isinstance(kw["baseline_fractions"], (str, bytes)):
-        kw["baseline_fractions"] = tuple(kw["baseline_fractions"])
-    return SamplingConfig(**kw).check()
+    if "baselines" in kw and kw["baselines"] is None:
+        kw["baselines"] = ()
+    return SamplingConfig(**_sequences_as_tuples(kw))
 
 
 def run_slads(ctx, specimen, classifier, erd_model, *, config: SamplingConfig | None = None,

@@ -202,7 +202,7 @@ class RunFormMixin:
                               # static scans need a ground truth to score, and on a microscope they
                               # would cost beam time: none for a microscope run
                               baselines=("random", "halton") if self.baselines_check.isChecked()
-                              and not microscope else ()).check()
+                              and not microscope else ())
 
     def source(self) -> str:
         """What Start measures: ``"simulated"`` (the simulated object) or ``"microscope"``."""

@@ -127,7 +127,7 @@ def _acquire(args, token) -> int:
     clf_dir, erd_path, training, L = _read_models(Path(args.models))
     config = SamplingConfig(fraction=args.fraction, initial_fraction=args.initial_fraction, seed=args.seed,
                             batch=args.batch, batch_mode=args.batch_mode, initial_pattern=args.initial,
-                            overlap=args.overlap, baselines=()).check()   # bad options first
+                            overlap=args.overlap, baselines=())   # bad options first (checked when made)
     truth = load_served_specimen(args.truth) if args.truth else None
     out = Path(args.out)
     if args.resume:
