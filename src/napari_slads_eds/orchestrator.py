@@ -101,8 +101,7 @@ def sample(engine, specimen, out_dir, config: SamplingConfig, erd_report: dict, 
         The job's output (see :func:`napari_slads_eds.jobs.run_slads`).
     """
     kw = sampling_job_kwargs(out_dir, config, erd_report, resume=resume, stop_td=stop_td,
-                             journal_settings=journal_settings)
-    kw["send_maps"] = send_maps
+                             journal_settings=journal_settings, send_maps=send_maps)
     return engine.run("run_slads", on_message=on_message or _quiet, specimen=specimen, **kw)
 
 

@@ -253,11 +253,12 @@ def _classify_full_map(engine, classifier, si: SpectrumImage, axis: EnergyAxis) 
     return fill_ill(np.asarray(lab).reshape(H, W))
 
 
-def _classifier_axis(path) -> tuple[EnergyAxis, list]:
+def _classifier_meta(path) -> tuple[EnergyAxis, list, dict]:
+    """Energy axis, phase names and training report of the classifier folder ``path``."""
     p = Path(path) / "classifier.json"
     try:
         meta = json.loads(p.read_text())
-        return EnergyAxis.from_dict(meta["axis"]), list(meta.get("phase_names", []))
+        return EnergyAxis.from_dict(meta["axis"]), list(meta.get("phase_names", [])), dict(meta.get("report") or {})
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{p}: not a readable classifier description ({exc})") from exc
 
@@ -304,7 +305,7 @@ def prepare_replay(spectrum_image, n_phases: int, settings: ReplaySettings | Non
               "mean_counts_per_pixel": float(counts.sum() / (H * W)), "truth": s.truth}
     axis = si.axis
     if s.classifier:
-        axis, names = _classifier_axis(s.classifier)
+        axis, names, _ = _classifier_meta(s.classifier)
         if len(names) != L:
             raise InputError(f"the classifier knows {len(names)} phases, --phases is {L}")
     if s.truth == "cluster":
@@ -370,7 +371,7 @@ def replay_job(ctx, experiment, out_dir, export: bool = True) -> dict:
 
 
 def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, export: bool = True,
-               baseline_fractions=(), send_maps: bool = False, resume: bool = False) -> dict:
+               baseline_fractions=(), send_maps: bool = False, resume_from=None) -> dict:
     """Train (classifier on the training share, ERD on other label images), run SLADS and
     the static baselines on the replayed map, write the results.
 
@@ -378,8 +379,9 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
     mode "replay": settings, models, journal, ``result.json`` with the same keys as every
     run); with ``export`` also ``run.hspy`` and ``run_export.npz``
     (:func:`napari_slads_eds.export.export_run`).  A stopped replay continues with
-    :func:`resume_replay` (``resume=True`` here: the models in ``out_dir`` are used and
-    the journal is replayed first).
+    :func:`resume_replay` (which passes the folder it read as ``resume_from``, a
+    :class:`~napari_slads_eds.run_folder.RunFolder`: its models are used and its journal is
+    replayed first).
 
     Returns
     -------
@@ -388,23 +390,24 @@ def run_replay(exp: ReplayExperiment, out_dir, *, engine=None, on_message=None, 
     """
     from .engine import Engine
     from .orchestrator import finish, sample, train_classifier, train_erd
-    from .run_folder import read_run_folder, write_run_folder
+    from .run_folder import write_run_folder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = exp.settings
     config = s.sampling.replace(baseline_fractions=tuple(baseline_fractions))
+    resume = resume_from is not None
     t0 = time.perf_counter()
     own = engine is None
     eng = engine or Engine()
     cb = on_message or (lambda m: None)
     try:
         if resume:
-            rf = read_run_folder(out)
+            rf = resume_from
             clf_report, erd_report, t_train = rf.classifier_report, rf.erd_report, rf.seconds_training
         else:
             if s.classifier:
-                clf_report = dict(json.loads((Path(s.classifier) / "classifier.json").read_text()).get("report") or {})
+                clf_report = _classifier_meta(s.classifier)[2]
             else:
                 opts = {"noise_lambda": 0.0, "n_noisy": 1, "n_noisy_val": 1}
                 if s.classifier_kind == "cnn" and s.epochs:
@@ -476,5 +479,5 @@ def resume_replay(out_dir, *, engine=None, on_message=None, export: bool = True)
     if not isinstance(path, str) or not path or not Path(path).is_file():
         raise InputError(f"{rf.path} cannot be resumed: the map it replays ({path or 'unknown'}) is not there")
     exp = prepare_replay(path, rf.n_phases, s, engine=engine)
-    return run_replay(exp, rf.path, engine=engine, on_message=on_message, export=export, resume=True,
-                      baseline_fractions=exp.settings.sampling.baseline_fractions)
+    # (extra static-scan fractions a script gave the first run are not recorded: none here)
+    return run_replay(exp, rf.path, engine=engine, on_message=on_message, export=export, resume_from=rf)

@@ -145,7 +145,7 @@ def write_run_folder(out_dir, specimen, settings, clf_report: dict, erd_report: 
     write_json_atomic(out / TRAINING_FILE, {"classifier": clf_report, "erd": erd_report})
     if specimen is not None:
         save_specimen(specimen, out / SPECIMEN_FILE)
-    write_json_atomic(out / SETTINGS_FILE, {"mode": mode, "settings": asdict(settings.check()),
+    write_json_atomic(out / SETTINGS_FILE, {"mode": mode, "settings": asdict(settings),
                                        "n_phases": int(n_phases if n_phases is not None else specimen.n_phases),
                                        "source": source or {}, "seconds_training": float(seconds_training)})
     return out
@@ -175,7 +175,7 @@ def read_run_folder(out_dir) -> RunFolder:
 
     require((SETTINGS_FILE, TRAINING_FILE, ERD_FILE, f"{CLASSIFIER_DIR}/classifier.json", JOURNAL_NAME))
     meta = read_json(out / SETTINGS_FILE)
-    mode = meta.get("mode", "run")
+    mode = _mode_of(meta)
     if not isinstance(meta.get("source", {}), dict):
         raise InputError(f"{out / SETTINGS_FILE}: 'source' must be a JSON object (where the specimen came "
                          f"from), got {meta['source']!r:.80}")
@@ -222,7 +222,12 @@ def read_mode(out_dir) -> str:
     if not p.is_file():
         raise InputError(f"{Path(out_dir)} is not a run folder: {SETTINGS_FILE} is missing (a run stopped before "
                          "its sampling began has nothing to resume: start it again)")
-    meta = read_json(p)
+    return _mode_of(read_json(p))
+
+
+def _mode_of(meta: dict) -> str:
+    """The mode ``run_settings.json`` (``meta``) records; folders written before the mode
+    was recorded: "microscope" when their source names one, else "run"."""
     source = meta.get("source")
     if meta.get("mode") is None and isinstance(source, dict) and source.get("microscope"):
         return "microscope"
@@ -230,18 +235,19 @@ def read_mode(out_dir) -> str:
 
 
 def sampling_job_kwargs(out_dir, config: SamplingConfig, erd_report: dict, *, resume: bool,
-                        stop_td: float | None = None, journal_settings: dict | None = None) -> dict:
+                        stop_td: float | None = None, journal_settings: dict | None = None,
+                        send_maps: bool = False) -> dict:
     """Arguments of the engine job ``run_slads`` for the run in ``out_dir``: its models,
     its journal (``resume``: replay it first), the whole sampling ``config`` and, with
-    ``stop_td``, the learned stopping rule's threshold from ``erd_report`` (``send_maps``
-    False; a display sets it)."""
+    ``stop_td``, the learned stopping rule's threshold from ``erd_report``; ``send_maps``
+    for a live display."""
     out = Path(out_dir)
-    stop = (erd_report or {}).get("stopping") if isinstance(erd_report, dict) or erd_report is None else None
+    stop = erd_report.get("stopping") if isinstance(erd_report, dict) else None
     stop = stop if isinstance(stop, dict) else {}
     return dict(classifier=str(out / CLASSIFIER_DIR), erd_model=str(out / ERD_FILE),
                 stop_threshold=stop.get("threshold") if stop_td is not None else None,
                 journal_path=str(out / JOURNAL_FILE), resume=resume,
-                journal_settings=dict(journal_settings or {}), config=config, send_maps=False)
+                journal_settings=dict(journal_settings or {}), config=config, send_maps=send_maps)
 
 
 def read_json(path) -> dict:

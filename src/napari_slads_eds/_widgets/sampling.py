@@ -331,8 +331,9 @@ class SamplingWidget(RunFormMixin, LiveViewMixin, ReplayMixin, MicroscopeSourceM
         run.config = run.settings.sampling.replace(frame_interval=p.frame_interval, baselines=tuple(p.baselines))
         kwargs = sampling_job_kwargs(run.folder, run.config, run.erd_report, resume=run.resumed,
                                      stop_td=run.settings.stop_td,
-                                     journal_settings={"settings": asdict(run.settings), **(journal_settings or {})})
-        kwargs.update(specimen=info.specimen, send_maps=True)
+                                     journal_settings={"settings": asdict(run.settings), **(journal_settings or {})},
+                                     send_maps=True)
+        kwargs["specimen"] = info.specimen
         self._t_start = time.perf_counter()
         return s.run_job("run_slads", kwargs, on_message=self._on_message, on_done=self._on_done, start=start,
                          prepare=prepare)
